@@ -1,0 +1,421 @@
+"""The ``labelql`` command line: a thin click layer over the stage modules.
+
+Heavy modules (duckdb, pyarrow, PIL, and later torch) are imported inside the commands that need
+them, so ``labelql --help`` and ``labelql check`` start fast.  Every :class:`LabelQLError` is
+printed as a message (with position and caret where it has one), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from labelql import __version__
+from labelql.diagnostics import LabelQLError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from labelql.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+class LabelQLGroup(click.Group):
+    """Turns LabelQL errors into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LabelQLError as e:
+            if ctx.meta.get("labelql.json"):
+                _print_json({"ok": False, **e.to_json()})
+            else:
+                click.echo(e.render(), err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+def db_option(f: F) -> F:
+    return click.option(
+        "--db",
+        "db",
+        envvar="LABELQL_DB",
+        default="labelql.duckdb",
+        show_default=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The LabelQL database file (env LABELQL_DB).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    def mark(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        ctx.meta["labelql.json"] = value
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, callback=mark, expose_value=True,
+                        help="Print one JSON document instead of tables.")(f)
+
+
+@contextmanager
+def open_store(db: Path, create: bool = False, read_only: bool = False) -> Iterator[Store]:
+    from labelql.store import Store
+
+    store = Store.open(db, create=create, read_only=read_only)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@click.group(cls=LabelQLGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="labelql")
+def main() -> None:
+    """LabelQL: labeling policies as code.
+
+    Ingest a dataset into one DuckDB file, write a policy (.lql) that says which label each row
+    gets and whether it goes to done, review or manual, and check it.
+    """
+
+
+# -- store ---------------------------------------------------------------------------------------
+@main.command()
+@db_option
+def init(db: Path) -> None:
+    """Create an empty LabelQL database (or bring an old one up to date)."""
+    from labelql.store import SCHEMA_VERSION
+
+    existed = db.exists()
+    with open_store(db, create=True):
+        pass
+    verb = "up to date" if existed else "created"
+    click.echo(f"{db}: {verb} (schema version {SCHEMA_VERSION})")
+
+
+@main.command()
+@click.argument("source")
+@db_option
+@click.option("--labels-from-dirs", is_flag=True, help="Sub-folder names are gold labels (ImageFolder).")
+@click.option("--key-prefix", default="", help="Prefix for derived global keys.")
+@click.option("--verify", type=click.Choice(["header", "full"]), default="header", show_default=True,
+              help="header: parse headers and check files end where they should; full: decode every pixel.")
+@click.option("--max-pixels", type=int, default=None, help="Refuse images larger than this (decompression bombs).")
+@click.option("--strict", is_flag=True, help="Any broken input aborts the ingest; nothing is written.")
+@click.option("--update", is_flag=True, help="Update rows whose URI or bytes changed.")
+@click.option("--source", "source_tag", default=None, help="Source tag stored with each row.")
+@click.option("--workers", type=int, default=None, help="Reader processes (default: one per core).")
+@click.option("--image-column", default=None, help="Hugging Face: the image column.")
+@click.option("--label-column", default=None, help="Hugging Face: the label column.")
+@click.option("--split", default=None, help="Hugging Face: the split of a saved DatasetDict.")
+@json_option
+def ingest(source: str, db: Path, labels_from_dirs: bool, key_prefix: str, verify: str, max_pixels: int | None,
+           strict: bool, update: bool, source_tag: str | None, workers: int | None, image_column: str | None,
+           label_column: str | None, split: str | None, as_json: bool) -> None:
+    """Ingest SOURCE: a folder of images, a manifest (.csv/.parquet/.jsonl), a dataset saved with
+    save_to_disk, or hf:NAME[:split]."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from labelql.images import DEFAULT_MAX_PIXELS
+    from labelql.ingest import IngestOptions
+    from labelql.ingest import ingest as run_ingest
+
+    options = IngestOptions(
+        key_prefix=key_prefix, labels_from_dirs=labels_from_dirs, verify=verify,  # type: ignore[arg-type]
+        max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strict=strict, update=update, source_tag=source_tag,
+        workers=workers, image_column=image_column, label_column=label_column, split=split,
+    )
+    progress = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+                        TimeRemainingColumn(), console=_console(stderr=True), transient=True, disable=as_json)
+    with open_store(db, create=True) as store, progress:
+        task = progress.add_task("ingest", total=None)
+        report = run_ingest(
+            store, source, options,
+            on_total=lambda n: progress.update(task, total=n),
+            progress=lambda n: progress.advance(task, n),
+        )
+    if as_json:
+        _print_json(report.to_json())
+        return
+    _print_ingest(report)
+
+
+def _print_ingest(report: Any) -> None:
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title=f"ingest {report.source}", show_header=True)
+    for col in ("scanned", "added", "unchanged", "updated", "changed (not updated)", "errors", "gold labels"):
+        t.add_column(col, justify="right")
+    t.add_row(*(str(x) for x in (report.scanned, report.added, report.unchanged, report.updated,
+                                 len(report.changed_not_updated), len(report.errors), report.gold_added)))
+    con.print(t)
+    if report.changed_not_updated:
+        shown = ", ".join(report.changed_not_updated[:5])
+        con.print(f"{len(report.changed_not_updated)} rows changed on disk and were kept as they were "
+                  f"({shown}{', ...' if len(report.changed_not_updated) > 5 else ''}); "
+                  "re-run with --update to take the new data.", markup=False)
+    if report.errors:
+        con.print(f"{len(report.errors)} inputs skipped (recorded in ingest_errors); the first ones:", markup=False)
+        et = Table(show_header=True)
+        et.add_column("path / key")
+        et.add_column("reason")
+        for key, path, msg in report.errors[:10]:
+            et.add_row(path or key or "", msg)
+        con.print(et)
+
+
+@main.group()
+def embeddings() -> None:
+    """Embedding spaces: import vectors made elsewhere."""
+
+
+@embeddings.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--space", required=True, help="The space's name (one dimension per space).")
+@click.option("--model-id", required=True, help="The model that made the vectors.")
+@click.option("--keys", "keys_file", type=click.Path(path_type=Path), default=None,
+              help=".npy only: a text file with one key per line.")
+@click.option("--key-column", default=None, help="Parquet: the key column.")
+@click.option("--vector-column", default=None, help="Parquet: the vector column.")
+@click.option("--replace", is_flag=True, help="Replace the space if it exists.")
+@db_option
+@json_option
+def embeddings_import(file: Path, space: str, model_id: str, keys_file: Path | None, key_column: str | None,
+                      vector_column: str | None, replace: bool, db: Path, as_json: bool) -> None:
+    """Import vectors from .npy (+ keys), .npz or Parquet into SPACE."""
+    from labelql.vectors import import_embeddings
+
+    with open_store(db) as store:
+        report = import_embeddings(store, file, space=space, model_id=model_id, replace=replace,
+                                   keys_file=keys_file, key_column=key_column, vector_column=vector_column)
+    if as_json:
+        _print_json(report.to_json())
+        return
+    con = _console()
+    con.print(f"{report.space}: {report.stored} vectors stored from {report.read} read"
+              f"{' (space replaced)' if report.replaced else ''}"
+              f"{f', {report.already_present} already present' if report.already_present else ''}"
+              f", {len(report.errors)} skipped", markup=False)
+    for key, msg in report.errors[:10]:
+        con.print(f"  {key}: {msg}", markup=False)
+
+
+@main.group()
+def gold() -> None:
+    """Ground-truth labels used for evaluation."""
+
+
+@gold.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--source", default="import", show_default=True, help="Where the labels come from (e.g. audit).")
+@db_option
+@json_option
+def gold_import(file: Path, source: str, db: Path, as_json: bool) -> None:
+    """Import (key, label) rows from CSV or Parquet."""
+    from labelql.vectors import import_gold
+
+    with open_store(db) as store:
+        report = import_gold(store, file, source)
+    if as_json:
+        _print_json(report)
+        return
+    con = _console()
+    con.print(f"gold ({source}): {report['stored']} labels stored from {report['read']} read, "
+              f"{len(report['errors'])} skipped", markup=False)
+    for e in report["errors"][:10]:
+        con.print(f"  {e['key']}: {e['message']}", markup=False)
+
+
+@main.command()
+@db_option
+@json_option
+def info(db: Path, as_json: bool) -> None:
+    """Rows, errors, embedding spaces and gold coverage of a database."""
+    with open_store(db, read_only=True) as store:
+        data = store.info()
+    if as_json:
+        _print_json(data)
+        return
+    print_info(data)
+
+
+def print_info(data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    con = _console()
+    kinds = ", ".join(f"{n} {k}" for k, n in data["rows_by_kind"].items()) or "none"
+    errors = ", ".join(f"{n} at {stage}" for stage, n in data["errors"].items()) or "none"
+    con.print(f"[bold]{data['db']}[/bold] (schema v{data['schema_version']})")
+    con.print(f"rows: {data['rows']} ({kinds})   errors: {errors}", markup=False)
+    if data["spaces"]:
+        t = Table(title="embedding spaces")
+        for col in ("space", "provider", "model", "dim", "vectors", "coverage", "fingerprint"):
+            t.add_column(col)
+        for s in data["spaces"]:
+            model = s["model_id"] + (" (random weights: tests only)" if s["random_weights"] else "")
+            t.add_row(s["name"], s["provider"], model, str(s["dim"]), str(s["vectors"]), f"{s['coverage']:.1%}",
+                      s["fingerprint"])
+        con.print(t)
+    else:
+        con.print("embedding spaces: none")
+    g = data["gold"]
+    if g["labels"]:
+        t = Table(title=f"gold labels: {g['rows_with_gold']} rows ({g['coverage']:.1%})")
+        for col in ("source", "label", "rows"):
+            t.add_column(col)
+        for row in g["labels"]:
+            t.add_row(row["source"], row["label"], str(row["rows"]))
+        con.print(t)
+    else:
+        con.print("gold labels: none")
+
+
+# -- language ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("policies", nargs=-1, required=True, type=click.Path(path_type=Path))
+@json_option
+def check(policies: tuple[Path, ...], as_json: bool) -> None:
+    """Check policies: every error and warning, with its position."""
+    from labelql.checker import check_file
+    from labelql.diagnostics import DiagnosticError
+
+    results: list[dict[str, Any]] = []
+    failed = False
+    for path in policies:
+        try:
+            policy = check_file(path)
+        except DiagnosticError as e:
+            failed = True
+            results.append({"file": str(path), "ok": False, "diagnostics": [d.to_json() for d in e.diagnostics]})
+            if not as_json:
+                click.echo(e.render(), err=True)
+            continue
+        except LabelQLError as e:
+            failed = True
+            results.append({"file": str(path), "ok": False, "diagnostics": [{"severity": "error",
+                                                                              "message": e.message}]})
+            if not as_json:
+                click.echo(e.render(), err=True)
+            continue
+        results.append({"file": str(path), "ok": True, "rules": len(policy.rules),
+                        "diagnostics": [w.to_json() for w in policy.warnings]})
+        if not as_json:
+            for w in policy.warnings:
+                click.echo(w.render(policy.sources), err=True)
+            n_warn = len(policy.warnings)
+            click.echo(f"{path}: ok ({len(policy.rules)} rules, {len(policy.lets)} lets"
+                       f"{f', {n_warn} warnings' if n_warn else ''})")
+    if as_json:
+        _print_json({"ok": not failed, "files": results})
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("policies", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file is not formatted.")
+def fmt(policies: tuple[Path, ...], check_only: bool) -> None:
+    """Format policies in place in the one canonical layout ('-' reads stdin, writes stdout)."""
+    from labelql.formatter import format_source
+    from labelql.parser import read_source
+
+    unformatted = []
+    for path in policies:
+        if str(path) == "-":
+            click.echo(format_source(sys.stdin.read(), "<stdin>"), nl=False)
+            continue
+        text = read_source(path)
+        out = format_source(text, str(path))
+        if out != text:
+            unformatted.append(path)
+            if not check_only:
+                path.write_text(out, encoding="utf-8")
+                click.echo(f"formatted {path}")
+    if check_only and unformatted:
+        for p in unformatted:
+            click.echo(f"would reformat {p}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.option("--stage", type=click.Choice(["tokens", "ast", "policy"]), default="policy", show_default=True,
+              help="Which stage of the compiler to show.")
+@json_option
+def explain(policy: Path, stage: str, as_json: bool) -> None:
+    """Show a policy as one stage of the compiler sees it."""
+    from labelql.parser import read_source
+
+    text = read_source(policy)
+    if stage == "tokens":
+        from labelql.parser import tokenize
+
+        toks, diags, _ = tokenize(text, str(policy))
+        rows = [{"at": f"{t.span.line}:{t.span.col}", "type": t.type, "value": t.value}
+                for t in toks if t.type != "NL"]
+        if as_json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                click.echo(f"{r['at']:>8}  {r['type']:<10} {r['value']!r}")
+        if diags:
+            from labelql.diagnostics import DiagnosticError, SourceMap
+
+            sources = SourceMap()
+            sources.add(str(policy), text)
+            raise DiagnosticError(diags, sources)
+        return
+    if stage == "ast":
+        from labelql.parser import parse
+
+        module = parse(text, str(policy))
+        data = [s.to_json() for s in module.statements]
+        if as_json:
+            _print_json(data)
+        else:
+            from rich.pretty import Pretty
+
+            _console().print(Pretty(module.statements, expand_all=False))
+        return
+    from labelql.checker import check_file
+
+    checked = check_file(policy, text)
+    _print_json(checked.to_json())
+
+
+# -- demo ----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--db", "db", default="demo.duckdb", show_default=True, type=click.Path(path_type=Path))
+@click.option("--data", "data_dir", default=None, type=click.Path(path_type=Path),
+              help="An ImageFolder to ingest (default: the shared cats-and-dogs sample, else generated images).")
+def demo(db: Path, data_dir: Path | None) -> None:
+    """Build the demo database from scratch and show what it holds.
+
+    Until the engine lands this ingests the cats-and-dogs sample (gold labels from its folders),
+    checks rules/cats_dogs.lql and prints `labelql info`.
+    """
+    from labelql.demo import run_demo
+
+    run_demo(db, data_dir, _console())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
