@@ -8,6 +8,7 @@ most :data:`MAX_ERRORS`) and raises :class:`DiagnosticError`; warnings ride on t
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import re
@@ -129,10 +130,18 @@ def load(path: str | Path, text: str | None = None) -> Loaded:
 
 def check_file(path: str | Path, text: str | None = None) -> P.CheckedPolicy:
     """Load, parse and check a policy; raise :class:`DiagnosticError` on any error."""
-    loaded = load(path, text)
-    if any(d.severity == "error" for d in loaded.diagnostics):
-        raise DiagnosticError(_capped(loaded.diagnostics), loaded.sources)
-    return Checker(loaded).check()
+    # Parsing allocates many small objects that all stay alive; the cyclic GC would rescan them
+    # again and again for nothing (a third of the time on a 2,000-rule policy).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        loaded = load(path, text)
+        if any(d.severity == "error" for d in loaded.diagnostics):
+            raise DiagnosticError(_capped(loaded.diagnostics), loaded.sources)
+        return Checker(loaded).check()
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def check_text(text: str, file: str = "<policy>") -> P.CheckedPolicy:

@@ -369,7 +369,7 @@ def explain(policy: Path, stage: str, as_json: bool) -> None:
         from labelql.parser import tokenize
 
         toks, diags, _ = tokenize(text, str(policy))
-        rows = [{"at": f"{t.span.line}:{t.span.col}", "type": t.type, "value": t.value}
+        rows = [{"at": f"{t.line}:{t.col}", "type": t.type, "value": t.value}
                 for t in toks if t.type != "NL"]
         if as_json:
             _print_json(rows)
