@@ -211,10 +211,11 @@ class Checker:
         lets = self._lets()
         rules = self._rules(stmts)
         slices = [self._slice(s) for s, _ in stmts if isinstance(s, A.Slice)]
-        self._warnings(rules, lets)
         if any(d.severity == "error" for d in self.diags):
-            self.diags.sort(key=_order)
-            raise DiagnosticError(_capped(self.diags), self.loaded.sources)
+            # Warnings are left out here: with errors around, most would be their echoes.
+            errors = sorted((d for d in self.diags if d.severity == "error"), key=_order)
+            raise DiagnosticError(_capped(errors), self.loaded.sources)
+        self._warnings(rules, lets)
         warnings = sorted((d for d in self.diags if d.severity == "warning"), key=_order)
         return P.CheckedPolicy(
             path=main_file,
@@ -370,7 +371,10 @@ class Checker:
                 if len(positional) == 2:
                     params["pretrained"] = self._param_value(positional[1].value, ParamSpec("str"),
                                                              "open_clip pretrained tag")
+                n_errors = len(self.diags)
                 params.update(self._params(named, PROVIDER_PARAMS["open_clip"], "open_clip"))
+                if len(self.diags) > n_errors:
+                    continue
                 chosen = [k for k in ("pretrained", "checkpoint", "random_weights") if params.get(k)]
                 if len(chosen) != 1:
                     self.error("open_clip needs exactly one source of weights: a pretrained tag, "

@@ -60,6 +60,8 @@ def check_image_bytes(
     def fail(msg: str) -> ImageCheck:
         return ImageCheck(path, False, msg, bytes=len(data), sha256=digest)
 
+    # Pillow raises past twice this limit and warns past it; our own check below gives the message.
+    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             # Our own pixel limit below replaces Pillow's warning/exception pair.
@@ -72,7 +74,8 @@ def check_image_bytes(
                         f"image is {width} x {height} = {width * height:,} pixels, over the limit of "
                         f"{max_pixels:,} (decompression-bomb guard); raise --max-pixels to accept it"
                     )
-                if fmt in ("JPEG", "MPO", "TIFF", "WEBP", "PNG"):
+                # PNG keeps EXIF after the pixels: reading it would decode the image, so PNGs skip it.
+                if fmt in ("JPEG", "MPO", "TIFF", "WEBP"):
                     orientation = im.getexif().get(_ORIENTATION_TAG)
                     if orientation in (5, 6, 7, 8):
                         width, height = height, width
@@ -83,7 +86,8 @@ def check_image_bytes(
                     if problem:
                         return fail(problem)
     except Image.DecompressionBombError as e:
-        return fail(f"decompression bomb: {e}")
+        return fail(f"image is over the limit of {max_pixels:,} pixels (decompression-bomb guard): {e}; "
+                    "raise --max-pixels to accept it")
     except UnidentifiedImageError:
         return fail("not an image (format not recognised)")
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError) as e:

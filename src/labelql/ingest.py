@@ -100,7 +100,7 @@ def scan_folder(root: Path, prefix: str = "", labels_from_dirs: bool = False) ->
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
             label = rel.split("/", 1)[0] if labels_from_dirs and "/" in rel else None
-            items.append(Item(key=prefix + rel, path=str(full.resolve()), label=label))
+            items.append(Item(key=prefix + rel, path=os.path.abspath(full), label=label))
     return items
 
 
@@ -152,7 +152,7 @@ def read_manifest(path: Path, prefix: str = "") -> list[Item]:
             full = data
         else:
             p = Path(data.removeprefix("file://"))
-            full = str((p if p.is_absolute() else base / p).resolve())
+            full = os.path.abspath(p if p.is_absolute() else base / p)
         key = rec.get("global_key")
         if key is None or str(key) == "":
             rel = Path(data).as_posix()
@@ -166,6 +166,11 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
 
     Image bytes are written once to ``media_dir`` so later stages read ordinary files.
     """
+    online = not spec.startswith("hf:") or _hub_reachable()
+    if not online:
+        # The hub client would retry for ~25 s with a page of warnings; go offline at once so a
+        # cached copy still loads and anything else fails in one line.
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
         import datasets
     except ImportError:
@@ -175,11 +180,15 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
     if spec.startswith("hf:"):
         name, _, split = spec[3:].partition(":")
         split = split or options.split or "train"
+        if not online:
+            _force_offline(datasets)
         try:
             ds = datasets.load_dataset(name, split=split)
         except Exception as e:  # the hub client raises many types offline; all mean the same here
+            why = "no network access and no cached copy" if not online else (
+                str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
             raise IngestError(
-                f"cannot load {spec} from the Hugging Face Hub: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
+                f"cannot load {spec} from the Hugging Face Hub: {why}",
                 hint="with no network, download it elsewhere, save it with `Dataset.save_to_disk(DIR)` "
                 "and ingest DIR",
             ) from None
@@ -233,6 +242,31 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
         items.append(Item(key=key, path=str(target.resolve()) if data is not None else str(target), label=label,
                           metadata=meta))
     return items
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub answers at all (already-offline settings count as no)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _force_offline(datasets: Any) -> None:
+    """The offline switches are read at import time; flip them for an already-imported client too."""
+    for mod_name, attrs in (("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
+                            ("huggingface_hub.constants", ("HF_HUB_OFFLINE",))):
+        mod = sys.modules.get(mod_name)
+        for attr in attrs:
+            if mod is not None and hasattr(mod, attr):
+                setattr(mod, attr, True)
 
 
 def _safe_file_name(key: str) -> str:

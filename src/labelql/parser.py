@@ -414,6 +414,24 @@ def _lalr_tables() -> tuple[dict[int, dict[str, tuple[bool, Any]]], int, int]:
     return states, table.start_states["statement"], table.end_states["statement"]
 
 
+def _accepts(states: dict[int, dict[str, tuple[bool, Any]]], stack: list[int], typ: str, end_state: int) -> bool:
+    """Whether terminal ``typ`` could come next: replay the reductions it would cause on a copy
+    of the stack (LALR rows list more terminals than can really follow, for the error message)."""
+    stack = list(stack)
+    while True:
+        step = states[stack[-1]].get(typ)
+        if step is None:
+            return False
+        if step[0]:
+            return True
+        size, _callback, origin = step[1]
+        if size:
+            del stack[-size:]
+        stack.append(states[stack[-1]][origin][1])
+        if typ == "$END" and stack[-1] == end_state:
+            return True
+
+
 def parse_statement(stmt: list[Token]) -> A.Statement:
     """Parse one statement's tokens with Lark's LALR table; raises :class:`_SyntaxError`."""
     states, state, end_state = _lalr_tables()
@@ -427,7 +445,7 @@ def parse_statement(stmt: list[Token]) -> A.Statement:
             row = states[state_stack[-1]]
             step = row.get(typ)
             if step is None:
-                raise _SyntaxError(tok, {k for k in row if k.isupper()})
+                raise _SyntaxError(tok, {k for k in row if k.isupper() and _accepts(states, state_stack, k, end_state)})
             if step[0]:
                 state_stack.append(step[1])
                 value_stack.append(tok)
