@@ -1,4 +1,4 @@
-"""The command line: lazy imports, exit codes, JSON output, fmt --check, explain, errors without tracebacks."""
+"""The command line: lazy imports, exit codes, JSON, fmt --check, explain, errors without tracebacks."""
 
 from __future__ import annotations
 
@@ -56,9 +56,16 @@ def test_check_json_for_editors() -> None:
     assert data["ok"] is False
     bad, warned = data["files"]
     assert bad["ok"] is False and bad["diagnostics"][0] == {
-        "severity": "error", "code": "syntax", "message": "unknown statement 'lables'",
-        "hint": "did you mean 'labels'?", "file": str(FIX / "syntax_errors.lql"), "line": 1, "col": 1,
-        "end_line": 1, "end_col": 7}
+        "severity": "error",
+        "code": "syntax",
+        "message": "unknown statement 'lables'",
+        "hint": "did you mean 'labels'?",
+        "file": str(FIX / "syntax_errors.lql"),
+        "line": 1,
+        "col": 1,
+        "end_line": 1,
+        "end_col": 7,
+    }
     assert warned["ok"] is True and {d["code"] for d in warned["diagnostics"]} >= {"never-matches", "unused"}
 
 
@@ -105,7 +112,7 @@ def test_rules_examples_check_clean_and_are_formatted() -> None:
     files = sorted((REPO / "rules").glob("*.lql"))
     assert files
     for f in files:
-        code, out, err = run("check", str(f))
+        code, _out, err = run("check", str(f))
         assert code == 0 and err == "", (f, err)
         assert run("fmt", "--check", str(f))[0] == 0, f
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BROKEN, GOOD, bomb_png, corrupt_idat_png, jpeg_bytes, noisy_jpeg
 
+from conftest import BROKEN, GOOD, bomb_png, corrupt_idat_png, jpeg_bytes, noisy_jpeg
 from labelql.images import check_image
 
 

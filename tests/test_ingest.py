@@ -9,15 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BROKEN, GOOD, jpeg_bytes
 
+from conftest import BROKEN, GOOD, jpeg_bytes
 from labelql.ingest import IngestError, IngestOptions, ingest
 from labelql.store import Store
 
 
 def rows(store: Store) -> dict[str, tuple]:
-    return {r[0]: r[1:] for r in store.con.execute(
-        "SELECT key, kind, format, width, height, bytes, sha256 FROM rows").fetchall()}
+    return {
+        r[0]: r[1:]
+        for r in store.con.execute(
+            "SELECT key, kind, format, width, height, bytes, sha256 FROM rows"
+        ).fetchall()
+    }
 
 
 def test_folder_with_broken_files(store: Store, image_folder: Path) -> None:
@@ -104,7 +108,12 @@ def _manifest_rows(root: Path) -> list[dict]:
     (root / "img" / "bad.jpg").write_bytes(b"nope")
     return [
         {"global_key": "k_a", "row_data": "img/a.jpg", "label": "cat", "camera": "x100"},
-        {"global_key": "k_b", "row_data": str((root / "img" / "b.jpg").resolve()), "label": None, "camera": "z"},
+        {
+            "global_key": "k_b",
+            "row_data": str((root / "img" / "b.jpg").resolve()),
+            "label": None,
+            "camera": "z",
+        },
         {"global_key": "k_bad", "row_data": "img/bad.jpg", "label": "dog", "camera": "z"},
     ]
 
@@ -132,7 +141,10 @@ def test_manifests(store: Store, tmp_path: Path, fmt: str) -> None:
 
 def test_text_manifest(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "texts.jsonl"
-    lines = [{"global_key": "t1", "text": "a dog runs", "label": "dog"}, {"global_key": "t2", "text": "a cat sits"}]
+    lines = [
+        {"global_key": "t1", "text": "a dog runs", "label": "dog"},
+        {"global_key": "t2", "text": "a cat sits"},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     report = ingest(store, str(path))
     assert report.added == 2
@@ -142,7 +154,9 @@ def test_text_manifest(store: Store, tmp_path: Path) -> None:
 
 def test_duplicate_keys_are_listed(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "m.jsonl"
-    path.write_text("".join(json.dumps({"global_key": k, "text": "x"}) + "\n" for k in ["a", "b", "a", "c", "c"]))
+    path.write_text(
+        "".join(json.dumps({"global_key": k, "text": "x"}) + "\n" for k in ["a", "b", "a", "c", "c"])
+    )
     with pytest.raises(IngestError, match=r"2 duplicate global keys .*: a, c"):
         ingest(store, str(path))
 
@@ -170,18 +184,34 @@ def test_saved_hugging_face_dataset(store: Store, tmp_path: Path) -> None:
         Image.new("RGB", (8, 8), (c, c, c)).save(buf, "PNG")
         return buf.getvalue()
 
-    features = datasets.Features({"image": datasets.Image(), "labels": datasets.ClassLabel(names=["cat", "dog"]),
-                                  "note": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "labels": datasets.ClassLabel(names=["cat", "dog"]),
+            "note": datasets.Value("string"),
+        }
+    )
     ds = datasets.Dataset.from_dict(
-        {"image": [{"bytes": png(i * 20), "path": None} for i in range(5)] + [{"bytes": b"junk", "path": None}],
-         "labels": [0, 1, 0, 1, 0, 1], "note": list("abcdef")}, features=features)
+        {
+            "image": [{"bytes": png(i * 20), "path": None} for i in range(5)]
+            + [{"bytes": b"junk", "path": None}],
+            "labels": [0, 1, 0, 1, 0, 1],
+            "note": list("abcdef"),
+        },
+        features=features,
+    )
     saved = tmp_path / "cats_vs_dogs"
     ds.save_to_disk(str(saved))
     report = ingest(store, str(saved), IngestOptions(key_prefix="cat_vs_dog_"))
     assert report.added == 5 and len(report.errors) == 1 and report.errors[0][0] == "cat_vs_dog_5"
     gold = dict(store.con.execute("SELECT key, label FROM gold").fetchall())
-    assert gold == {"cat_vs_dog_0": "cat", "cat_vs_dog_1": "dog", "cat_vs_dog_2": "cat", "cat_vs_dog_3": "dog",
-                    "cat_vs_dog_4": "cat"}
+    assert gold == {
+        "cat_vs_dog_0": "cat",
+        "cat_vs_dog_1": "dog",
+        "cat_vs_dog_2": "cat",
+        "cat_vs_dog_3": "dog",
+        "cat_vs_dog_4": "cat",
+    }
     uri = store.con.execute("SELECT uri FROM rows WHERE key = 'cat_vs_dog_3'").fetchall()[0][0]
     assert Path(uri).read_bytes() == png(60)  # the image's own bytes, written once beside the database
     assert ingest(store, str(saved), IngestOptions(key_prefix="cat_vs_dog_")).unchanged == 5
@@ -193,7 +223,9 @@ def test_hub_name_offline_fails_in_one_clear_line(store: Store, monkeypatch: pyt
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(IngestError) as info:
         ingest(store, "hf:surely-not-cached/cats_vs_dogs_xyz")
-    assert info.value.message.startswith("cannot load hf:surely-not-cached/cats_vs_dogs_xyz from the Hugging Face Hub")
+    assert info.value.message.startswith(
+        "cannot load hf:surely-not-cached/cats_vs_dogs_xyz from the Hugging Face Hub"
+    )
     assert "\n" not in info.value.message and "save_to_disk" in (info.value.hint or "")
 
 
@@ -202,17 +234,32 @@ def test_real_photos(store: Store, sample_dir: Path) -> None:
     assert (report.added, len(report.errors), report.gold_added) == (500, 0, 500)
     counts = dict(store.con.execute("SELECT label, count(*) FROM gold GROUP BY label").fetchall())
     assert counts == {"cat": 250, "dog": 250}
-    assert store.con.execute("SELECT count(DISTINCT sha256), min(width) > 0 FROM rows").fetchall()[0] == (500, True)
+    assert store.con.execute("SELECT count(DISTINCT sha256), min(width) > 0 FROM rows").fetchall()[0] == (
+        500,
+        True,
+    )
 
 
 def test_cli_ingest_json_and_info(tmp_path: Path, image_folder: Path) -> None:
     db = tmp_path / "cli.duckdb"
     env = {**os.environ, "LABELQL_DB": str(db)}
-    out = subprocess.run([sys.executable, "-m", "labelql.cli", "ingest", str(image_folder), "--labels-from-dirs",
-                          "--json"], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "labelql.cli", "ingest", str(image_folder), "--labels-from-dirs", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     data = json.loads(out.stdout)
     assert data["added"] == len(GOOD) and len(data["errors"]) == len(BROKEN) + 1
-    info = json.loads(subprocess.run([sys.executable, "-m", "labelql.cli", "info", "--json"], capture_output=True,
-                                     text=True, env=env, check=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "labelql.cli", "info", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
+    )
     assert info["rows"] == len(GOOD) and info["errors"] == {"ingest": len(BROKEN) + 1}
     assert {(g["label"], g["rows"]) for g in info["gold"]["labels"]} == {("cat", 3), ("dog", 6)}

@@ -25,7 +25,9 @@ def golden(path: Path, actual: str) -> None:
         if not UPDATE:
             pytest.fail(f"golden file {path.name} is missing; run with LABELQL_UPDATE_GOLDEN=1 to create it")
         path.write_text(actual, encoding="utf-8")
-    assert actual == path.read_text(encoding="utf-8"), f"{path.name} differs (LABELQL_UPDATE_GOLDEN=1 rewrites)"
+    assert actual == path.read_text(encoding="utf-8"), (
+        f"{path.name} differs (LABELQL_UPDATE_GOLDEN=1 rewrites)"
+    )
 
 
 def rel(p: Path) -> str:
@@ -81,11 +83,14 @@ def test_imports() -> None:
     assert policy.warnings == ()  # unused definitions in an imported library are not the user's problem
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("imports/cycle_a.lql", "import cycle: cycle_a.lql -> cycle_b.lql -> cycle_a.lql"),
-    ("imports/imports_rules.lql", "rules cannot be imported"),
-    ("imports/imports_missing.lql", "cannot import 'missing.lql': no such policy file"),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("imports/cycle_a.lql", "import cycle: cycle_a.lql -> cycle_b.lql -> cycle_a.lql"),
+        ("imports/imports_rules.lql", "rules cannot be imported"),
+        ("imports/imports_missing.lql", "cannot import 'missing.lql': no such policy file"),
+    ],
+)
 def test_import_errors(name: str, expected: str) -> None:
     with pytest.raises(DiagnosticError) as e:
         check_file(name)
@@ -113,12 +118,19 @@ def test_order_independence() -> None:
     a, b = check_file("a.lql", text), check_file("a.lql", reordered)
     assert {x.name for x in a.lets} == {x.name for x in b.lets}
     assert sorted(r.condition.to_json().__repr__() for r in a.rules) == sorted(
-        r.condition.to_json().__repr__() for r in b.rules)
+        r.condition.to_json().__repr__() for r in b.rules
+    )
 
 
 def test_keywords_are_case_insensitive() -> None:
-    lower = check_file("a.lql", 'labels cat\nembedding e = precomputed("e")\n'
-                                'cat if text("x") > 0.5 and not text("y") between 0.1 and 0.2 -> done\n')
-    upper = check_file("a.lql", 'LABELS cat\nEMBEDDING e = precomputed("e")\n'
-                                'cat IF text("x") > 0.5 AND NOT text("y") BETWEEN 0.1 AND 0.2 -> DONE\n')
+    lower = check_file(
+        "a.lql",
+        'labels cat\nembedding e = precomputed("e")\n'
+        'cat if text("x") > 0.5 and not text("y") between 0.1 and 0.2 -> done\n',
+    )
+    upper = check_file(
+        "a.lql",
+        'LABELS cat\nEMBEDDING e = precomputed("e")\n'
+        'cat IF text("x") > 0.5 AND NOT text("y") BETWEEN 0.1 AND 0.2 -> DONE\n',
+    )
     assert lower.rules[0].condition == upper.rules[0].condition

@@ -16,9 +16,42 @@ from labelql.parser import _lalr_tables, lark_parser, parse, split_statements, t
 
 FIX = Path(__file__).parent / "fixtures" / "lang"
 VALID = [(FIX / n).read_text() for n in ("cats_dogs.lql", "messy.lql", "warnings.lql")]
-SNIPPETS = ["(", ")", ",", "=", "->", " AND ", " OR ", "NOT ", '"', "'", "#", "\n", "\n    ", "0.5", "-",
-            "text(", "cluster(umap)", "done", "review", "let ", "labels ", "anchors ", " BETWEEN ", " IN ",
-            "interval '1 day'", "é", "\x00", "\t", "rule x:", "import ", "clusters umap:", ">=", "==", "1e999"]
+SNIPPETS = [
+    "(",
+    ")",
+    ",",
+    "=",
+    "->",
+    " AND ",
+    " OR ",
+    "NOT ",
+    '"',
+    "'",
+    "#",
+    "\n",
+    "\n    ",
+    "0.5",
+    "-",
+    "text(",
+    "cluster(umap)",
+    "done",
+    "review",
+    "let ",
+    "labels ",
+    "anchors ",
+    " BETWEEN ",
+    " IN ",
+    "interval '1 day'",
+    "é",
+    "\x00",
+    "\t",
+    "rule x:",
+    "import ",
+    "clusters umap:",
+    ">=",
+    "==",
+    "1e999",
+]
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -64,7 +97,9 @@ NAMES = st.sampled_from(["a", "b", "high", "cats", "umap", "x1", "clip"])
 LEAVES = st.one_of(
     st.builds(lambda n: A.Ident(n), NAMES),
     st.builds(lambda v: A.Number(v, repr(v)), st.floats(0, 10, allow_nan=False).map(lambda f: round(f, 3))),
-    st.builds(lambda s: A.String(s), st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8)),
+    st.builds(
+        lambda s: A.String(s), st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8)
+    ),
     st.builds(lambda s: A.Interval(A.String(s)), st.sampled_from(["7 days", "1 hour"])),
 )
 
@@ -84,10 +119,17 @@ def _extend(children: st.SearchStrategy[A.Expr]) -> st.SearchStrategy[A.Expr]:
         st.builds(A.Compare, st.sampled_from(["=", "!=", "<", "<=", ">", ">="]), children, children),
         st.builds(A.BinOp, st.sampled_from(["+", "-", "*", "/"]), children, children),
         st.builds(lambda o, lo, hi, n: A.Between(o, lo, hi, n), children, children, children, st.booleans()),
-        st.builds(lambda o, items, n: A.InList(o, tuple(items), n), children, st.lists(children, min_size=1,
-                                                                                          max_size=3), st.booleans()),
-        st.builds(lambda f, args: A.Call(A.Name(f), tuple(A.Arg(None, a) for a in args)),
-                  st.sampled_from(["text", "near", "cluster"]), st.lists(children, max_size=2)),
+        st.builds(
+            lambda o, items, n: A.InList(o, tuple(items), n),
+            children,
+            st.lists(children, min_size=1, max_size=3),
+            st.booleans(),
+        ),
+        st.builds(
+            lambda f, args: A.Call(A.Name(f), tuple(A.Arg(None, a) for a in args)),
+            st.sampled_from(["text", "near", "cluster"]),
+            st.lists(children, max_size=2),
+        ),
         st.builds(lambda o: A.Unary("-", o), children.filter(lambda e: not isinstance(e, A.Number))),
     )
 
@@ -113,7 +155,7 @@ def test_lean_driver_matches_larks_own_parser() -> None:
     lark = lark_parser()
     _lalr_tables()
     conf = lark.parser.parser.parser
-    for text in VALID + [(FIX / "canonical.lql").read_text()]:
+    for text in [*VALID, (FIX / "canonical.lql").read_text()]:
         toks, diags, _ = tokenize(text, "d.lql")
         assert not diags
         for stmt in split_statements(toks):
@@ -121,8 +163,12 @@ def test_lean_driver_matches_larks_own_parser() -> None:
             for t in stmt:
                 ps.feed_token(t)
             last = stmt[-1]
-            theirs = ps.feed_token(Token("$END", "", last.end, last.end_line, last.end_col, last.end_line,
-                                         last.end_col, last.end), True)
+            theirs = ps.feed_token(
+                Token(
+                    "$END", "", last.end, last.end_line, last.end_col, last.end_line, last.end_col, last.end
+                ),
+                True,
+            )
             assert theirs == parse_statement(stmt)
 
 

@@ -54,8 +54,9 @@ def test_second_process_gets_a_plain_message(tmp_path: Path) -> None:
     db = tmp_path / "busy.duckdb"
     holder = Store.create(db)
     try:
-        out = subprocess.run([sys.executable, "-m", "labelql.cli", "info", "--db", str(db)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "labelql.cli", "info", "--db", str(db)], capture_output=True, text=True
+        )
     finally:
         holder.close()
     assert out.returncode == 1

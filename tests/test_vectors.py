@@ -26,8 +26,10 @@ def texts(store: Store) -> Store:
 def stored(store: Store, space: str) -> dict[str, tuple[np.ndarray, float]]:
     info = store.space(space)
     assert info is not None
-    return {k: (np.asarray(v, dtype=np.float32), n) for k, v, n in
-            store.con.execute(f"SELECT key, vec, norm FROM {info.table}").fetchall()}
+    return {
+        k: (np.asarray(v, dtype=np.float32), n)
+        for k, v, n in store.con.execute(f"SELECT key, vec, norm FROM {info.table}").fetchall()
+    }
 
 
 def test_npy_with_keys_file_normalises_and_keeps_norm(texts: Store, tmp_path: Path) -> None:
@@ -56,10 +58,19 @@ def test_bad_rows_are_reported_and_skipped(texts: Store, tmp_path: Path) -> None
     np.savez(tmp_path / "v.npz", keys=np.array(keys), vectors=m)
     report = import_embeddings(texts, tmp_path / "v.npz", space="s", model_id="m")
     assert report.stored == 2
-    assert dict(report.errors) == {"r1": "vector holds NaN or inf", "r2": "vector holds NaN or inf",
-                                   "r3": "all-zero vector", "ghost": "unknown key (not ingested)"}
+    assert dict(report.errors) == {
+        "r1": "vector holds NaN or inf",
+        "r2": "vector holds NaN or inf",
+        "r3": "all-zero vector",
+        "ghost": "unknown key (not ingested)",
+    }
     errors = texts.con.execute("SELECT key, stage FROM ingest_errors ORDER BY key").fetchall()
-    assert errors == [("ghost", "embeddings"), ("r1", "embeddings"), ("r2", "embeddings"), ("r3", "embeddings")]
+    assert errors == [
+        ("ghost", "embeddings"),
+        ("r1", "embeddings"),
+        ("r2", "embeddings"),
+        ("r3", "embeddings"),
+    ]
 
 
 def test_parquet_with_ragged_vectors(texts: Store, tmp_path: Path) -> None:
@@ -86,7 +97,10 @@ def test_several_spaces_per_row(texts: Store, tmp_path: Path) -> None:
     for name, d in (("a", 4), ("b", 16)):
         np.savez(tmp_path / f"{name}.npz", keys=np.array(["r0"]), vectors=np.ones((1, d)))
         import_embeddings(texts, tmp_path / f"{name}.npz", space=name, model_id=name)
-    assert [(s["name"], s["dim"], s["vectors"]) for s in texts.info()["spaces"]] == [("a", 4, 1), ("b", 16, 1)]
+    assert [(s["name"], s["dim"], s["vectors"]) for s in texts.info()["spaces"]] == [
+        ("a", 4, 1),
+        ("b", 16, 1),
+    ]
 
 
 def test_npy_without_keys_is_a_clear_error(texts: Store, tmp_path: Path) -> None:
@@ -100,7 +114,9 @@ def test_gold_import_csv(texts: Store, tmp_path: Path) -> None:
     report = import_gold(texts, tmp_path / "g.csv", source="audit")
     assert report["stored"] == 2 and {e["key"] for e in report["errors"]} == {"ghost", "r2"}
     assert texts.con.execute("SELECT key, label, source FROM gold ORDER BY key").fetchall() == [
-        ("r0", "cat", "audit"), ("r1", "dog", "audit")]
+        ("r0", "cat", "audit"),
+        ("r1", "dog", "audit"),
+    ]
     (tmp_path / "g2.csv").write_text("key,label\nr0,dog\n")
     import_gold(texts, tmp_path / "g2.csv", source="audit")
     assert texts.con.execute("SELECT label FROM gold WHERE key = 'r0'").fetchall() == [("dog",)]

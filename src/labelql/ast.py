@@ -7,7 +7,7 @@ out sources compare equal exactly when they mean the same thing: what ``fmt`` mu
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Union
+from typing import Any
 
 from labelql.diagnostics import Span
 
@@ -131,7 +131,7 @@ class Or(Node):
     operands: tuple[Expr, ...]
 
 
-Expr = Union[Number, String, Ident, Interval, Call, Unary, BinOp, Compare, Between, InList, Not, And, Or]
+Expr = Number | String | Ident | Interval | Call | Unary | BinOp | Compare | Between | InList | Not | And | Or
 
 
 # -- statements ----------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class Import(Node):
     path: String
 
 
-Statement = Union[Labels, Embedding, Projection, Clusters, Anchors, Let, Rule, Slice, Import]
+Statement = Labels | Embedding | Projection | Clusters | Anchors | Let | Rule | Slice | Import
 
 
 @dataclass(frozen=True)

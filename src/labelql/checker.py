@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from labelql import ast as A
 from labelql import policy as P
@@ -114,8 +114,11 @@ def load(path: str | Path, text: str | None = None) -> Loaded:
             try:
                 imported_text = read_source(target_name)
             except Exception as e:  # a LabelQLError with a plain message
-                diags.append(Diagnostic("error", f"cannot import {stmt.path.value!r}: {e}", stmt.path.span,
-                                        code="import"))
+                diags.append(
+                    Diagnostic(
+                        "error", f"cannot import {stmt.path.value!r}: {e}", stmt.path.span, code="import"
+                    )
+                )
                 continue
             seen.add(target)
             visit(target_name, imported_text, (*stack, here))
@@ -153,8 +156,10 @@ def _capped(diags: list[Diagnostic]) -> list[Diagnostic]:
     if len(errors) <= MAX_ERRORS:
         return diags
     kept = errors[:MAX_ERRORS]
-    return [*kept, Diagnostic("error", f"too many errors ({len(errors)}); showing the first {MAX_ERRORS}",
-                              code="limit")]
+    return [
+        *kept,
+        Diagnostic("error", f"too many errors ({len(errors)}); showing the first {MAX_ERRORS}", code="limit"),
+    ]
 
 
 # -- the checker ---------------------------------------------------------------------------------
@@ -273,16 +278,23 @@ class Checker:
             elif isinstance(s, A.Clusters):
                 prev = self.cluster_sets.get(s.projection.value)
                 if prev is not None:
-                    self.error(f"clusters for '{s.projection.value}' are already declared at {prev.span}",
-                               s.span, hint="name all of a projection's clusters in one statement",
-                               code="duplicate")
+                    self.error(
+                        f"clusters for '{s.projection.value}' are already declared at {prev.span}",
+                        s.span,
+                        hint="name all of a projection's clusters in one statement",
+                        code="duplicate",
+                    )
                 else:
                     self.cluster_sets[s.projection.value] = s
             elif isinstance(s, A.Rule):
                 if imported:
-                    self.error("rules cannot be imported", s.span,
-                               hint="an imported file shares definitions; move this rule into the policy "
-                                    "that uses it", code="import")
+                    self.error(
+                        "rules cannot be imported",
+                        s.span,
+                        hint="an imported file shares definitions; move this rule into the policy "
+                        "that uses it",
+                        code="import",
+                    )
             elif isinstance(s, A.Import):
                 pass
             else:  # pragma: no cover - the parser only builds the statements above
@@ -290,20 +302,23 @@ class Checker:
         # The main file's first embedding is the default; else the first one imported.
         self.default_space = first_space[0] if first_space else None
 
-    def _params(
-        self, args: tuple[A.Arg, ...], specs: dict[str, ParamSpec], owner: str
-    ) -> dict[str, Any]:
+    def _params(self, args: tuple[A.Arg, ...], specs: dict[str, ParamSpec], owner: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for a in args:
             if a.name is None:
-                self.error(f"{owner} takes named parameters here", a.span,
-                           hint=f"write name=value, e.g. {next(iter(specs), 'x')}=...", code="arity")
+                self.error(
+                    f"{owner} takes named parameters here",
+                    a.span,
+                    hint=f"write name=value, e.g. {next(iter(specs), 'x')}=...",
+                    code="arity",
+                )
                 continue
             key = a.name.value
             spec = specs.get(key)
             if spec is None:
-                hint = did_you_mean(key, specs) or (f"parameters: {', '.join(specs)}" if specs else
-                                                   f"{owner} takes no parameters")
+                hint = did_you_mean(key, specs) or (
+                    f"parameters: {', '.join(specs)}" if specs else f"{owner} takes no parameters"
+                )
                 self.error(f"unknown parameter '{key}' for {owner}", a.name.span, hint=hint, code="parameter")
                 continue
             if key in out:
@@ -326,8 +341,11 @@ class Checker:
                     return None
                 v = int(v)
             if (spec.low is not None and v < spec.low) or (spec.high is not None and v > spec.high):
-                self.error(f"{what} must lie in [{_num(spec.low)}, {_num(spec.high)}], not {node.text}",
-                           node.span, code="range")
+                self.error(
+                    f"{what} must lie in [{_num(spec.low)}, {_num(spec.high)}], not {node.text}",
+                    node.span,
+                    code="range",
+                )
                 return None
             return v
         if spec.kind == "bool":
@@ -340,8 +358,12 @@ class Checker:
             self.error(f"{what} must be a string", node.span, hint=hint, code="type")
             return None
         if spec.choices and node.value not in spec.choices:
-            self.error(f"{what} must be one of {', '.join(spec.choices)}", node.span,
-                       hint=did_you_mean(node.value, spec.choices), code="parameter")
+            self.error(
+                f"{what} must be one of {', '.join(spec.choices)}",
+                node.span,
+                hint=did_you_mean(node.value, spec.choices),
+                code="parameter",
+            )
             return None
         return node.value
 
@@ -353,44 +375,61 @@ class Checker:
             call = s.provider
             prov = call.func.value
             if prov not in PROVIDERS:
-                self.error(f"unknown embedding provider '{prov}'", call.func.span,
-                           hint=did_you_mean(prov, PROVIDERS) or f"providers: {', '.join(PROVIDERS)}",
-                           code="function")
+                self.error(
+                    f"unknown embedding provider '{prov}'",
+                    call.func.span,
+                    hint=did_you_mean(prov, PROVIDERS) or f"providers: {', '.join(PROVIDERS)}",
+                    code="function",
+                )
                 continue
             positional = [a for a in call.args if a.name is None]
             named = tuple(a for a in call.args if a.name is not None)
             params: dict[str, Any] = {}
             if prov == "open_clip":
                 if not 1 <= len(positional) <= 2:
-                    self.error("open_clip(model, pretrained) takes a model name and a pretrained tag",
-                               call.span, hint='e.g. open_clip("ViT-B-32", "laion2b_s34b_b79k") or '
-                                               'open_clip("ViT-B-32", checkpoint="weights.pt")',
-                               code="arity")
+                    self.error(
+                        "open_clip(model, pretrained) takes a model name and a pretrained tag",
+                        call.span,
+                        hint='e.g. open_clip("ViT-B-32", "laion2b_s34b_b79k") or '
+                        'open_clip("ViT-B-32", checkpoint="weights.pt")',
+                        code="arity",
+                    )
                     continue
                 params["model"] = self._param_value(positional[0].value, ParamSpec("str"), "open_clip model")
                 if len(positional) == 2:
-                    params["pretrained"] = self._param_value(positional[1].value, ParamSpec("str"),
-                                                             "open_clip pretrained tag")
+                    params["pretrained"] = self._param_value(
+                        positional[1].value, ParamSpec("str"), "open_clip pretrained tag"
+                    )
                 n_errors = len(self.diags)
                 params.update(self._params(named, PROVIDER_PARAMS["open_clip"], "open_clip"))
                 if len(self.diags) > n_errors:
                     continue
                 chosen = [k for k in ("pretrained", "checkpoint", "random_weights") if params.get(k)]
                 if len(chosen) != 1:
-                    self.error("open_clip needs exactly one source of weights: a pretrained tag, "
-                               "checkpoint=\"path\" or random_weights=true", call.span, code="arity")
+                    self.error(
+                        "open_clip needs exactly one source of weights: a pretrained tag, "
+                        'checkpoint="path" or random_weights=true',
+                        call.span,
+                        code="arity",
+                    )
                     continue
             else:
                 if len(positional) != 1 or named:
-                    sig = "sentence_transformer(name)" if prov == "sentence_transformer" else 'precomputed("space")'
+                    sig = (
+                        "sentence_transformer(name)"
+                        if prov == "sentence_transformer"
+                        else 'precomputed("space")'
+                    )
                     self.error(f"{prov} takes one argument: {sig}", call.span, code="arity")
                     continue
                 params["model" if prov == "sentence_transformer" else "space"] = self._param_value(
-                    positional[0].value, ParamSpec("str"), f"{prov} argument")
+                    positional[0].value, ParamSpec("str"), f"{prov} argument"
+                )
             if any(v is None for v in params.values()):
                 continue
-            self.spaces[d.name] = P.SpaceDef(d.name, prov, tuple(sorted(params.items())),
-                                             d.name == self.default_space, s.span)
+            self.spaces[d.name] = P.SpaceDef(
+                d.name, prov, tuple(sorted(params.items())), d.name == self.default_space, s.span
+            )
 
     def _anchors(self) -> list[P.AnchorSet]:
         out = []
@@ -434,9 +473,12 @@ class Checker:
 
     def _default_space(self, span: Span, fn: str, ctx: _Ctx) -> str | None:
         if self.default_space is None:
-            self.error(f"{fn}() needs an embedding space, and the policy declares none", span,
-                       hint='declare one: embedding clip = open_clip("ViT-B-32", "laion2b_s34b_b79k")',
-                       code="name")
+            self.error(
+                f"{fn}() needs an embedding space, and the policy declares none",
+                span,
+                hint='declare one: embedding clip = open_clip("ViT-B-32", "laion2b_s34b_b79k")',
+                code="name",
+            )
             return None
         self.uses.add(("embedding", self.default_space))
         return self.default_space
@@ -449,22 +491,33 @@ class Checker:
             s: A.Projection = d.node
             kind = s.method.func.value
             if kind not in PROJECTION_KINDS:
-                self.error(f"unknown projection '{kind}'", s.method.func.span,
-                           hint=did_you_mean(kind, PROJECTION_KINDS) or "projections: umap, tsne, pca",
-                           code="function")
+                self.error(
+                    f"unknown projection '{kind}'",
+                    s.method.func.span,
+                    hint=did_you_mean(kind, PROJECTION_KINDS) or "projections: umap, tsne, pca",
+                    code="function",
+                )
                 continue
             positional = [a for a in s.method.args if a.name is None]
             named = tuple(a for a in s.method.args if a.name is not None)
             if len(positional) > 1:
-                self.error(f"{kind}() takes one space and named parameters", positional[1].span,
-                           hint=f"e.g. {kind}(clip, seed=0)", code="arity")
+                self.error(
+                    f"{kind}() takes one space and named parameters",
+                    positional[1].span,
+                    hint=f"e.g. {kind}(clip, seed=0)",
+                    code="arity",
+                )
                 continue
-            space = (self._space_ref(positional[0].value, ctx, f"{kind}()'s first argument") if positional
-                     else self._default_space(s.method.span, kind, ctx))
+            space = (
+                self._space_ref(positional[0].value, ctx, f"{kind}()'s first argument")
+                if positional
+                else self._default_space(s.method.span, kind, ctx)
+            )
             params = self._params(named, PROJECTION_PARAMS[kind], f"{kind}()")
             if space is not None:
-                self.projections[d.name] = P.ProjectionDef(d.name, kind, space, tuple(sorted(params.items())),
-                                                           s.span)
+                self.projections[d.name] = P.ProjectionDef(
+                    d.name, kind, space, tuple(sorted(params.items())), s.span
+                )
 
     def _cluster_sets(self) -> list[P.ClusterSetDef]:
         out = []
@@ -476,9 +529,12 @@ class Checker:
             specs: list[P.ClusterSpec] = []
             for c in s.clusters:
                 if c.name.value in [x.name for x in specs]:
-                    self.error(f"cluster name '{c.name.value}' is given twice for '{proj}'", c.name.span,
-                               hint="one name already covers every cluster its prompt or anchors select",
-                               code="duplicate")
+                    self.error(
+                        f"cluster name '{c.name.value}' is given twice for '{proj}'",
+                        c.name.span,
+                        hint="one name already covers every cluster its prompt or anchors select",
+                        code="duplicate",
+                    )
                     continue
                 spec = self._cluster_namer(c, proj, ctx)
                 if spec is not None:
@@ -511,9 +567,12 @@ class Checker:
             if aname is None or space is None:
                 return None
             return P.ClusterSpec(c.name.value, "anchors", None, aname, space, c.span)
-        self.error(f"unknown cluster namer '{fn}'", c.namer.func.span,
-                   hint=did_you_mean(fn, ("text", "anchors")) or 'use text("prompt") or anchors(set)',
-                   code="function")
+        self.error(
+            f"unknown cluster namer '{fn}'",
+            c.namer.func.span,
+            hint=did_you_mean(fn, ("text", "anchors")) or 'use text("prompt") or anchors(set)',
+            code="function",
+        )
         return None
 
     # -- lets ------------------------------------------------------------------------------------
@@ -532,10 +591,14 @@ class Checker:
         if name in self.let_types:
             return self.let_types[name]
         if name in ctx.let_stack:
-            chain = " -> ".join((*ctx.let_stack[ctx.let_stack.index(name):], name))
-            self.error(f"let cycle: {chain}", self.defs[name].span,
-                       hint="a let cannot depend on itself, directly or through other lets", code="cycle")
-            for n in ctx.let_stack[ctx.let_stack.index(name):]:
+            chain = " -> ".join((*ctx.let_stack[ctx.let_stack.index(name) :], name))
+            self.error(
+                f"let cycle: {chain}",
+                self.defs[name].span,
+                hint="a let cannot depend on itself, directly or through other lets",
+                code="cycle",
+            )
+            for n in ctx.let_stack[ctx.let_stack.index(name) :]:
                 self.let_types[n] = None
             return None
         node: A.Let = self.defs[name].node
@@ -558,18 +621,25 @@ class Checker:
             label = s.label.value
             if label not in self.labels:
                 hint = did_you_mean(label, self.labels) or (
-                    f"labels: {', '.join(self.labels)}" if self.labels else "declare labels first: labels cat, dog")
+                    f"labels: {', '.join(self.labels)}"
+                    if self.labels
+                    else "declare labels first: labels cat, dog"
+                )
                 self.error(f"unknown label '{label}'", s.label.span, hint=hint, code="name")
             route = s.route.value.lower()
             if route not in P.ROUTES:
-                hint = ("rows that no rule takes go to manual by themselves" if route == "manual"
-                        else did_you_mean(route, P.ROUTES) or "a route is done or review")
+                hint = (
+                    "rows that no rule takes go to manual by themselves"
+                    if route == "manual"
+                    else did_you_mean(route, P.ROUTES) or "a route is done or review"
+                )
                 self.error(f"unknown route '{s.route.value}'", s.route.span, hint=hint, code="name")
             if s.name is not None:
                 rname = s.name.value
                 if rname in names:
-                    self.error(f"rule '{rname}' is already defined at {names[rname]}", s.name.span,
-                               code="duplicate")
+                    self.error(
+                        f"rule '{rname}' is already defined at {names[rname]}", s.name.span, code="duplicate"
+                    )
                 names[rname] = s.name.span
             else:
                 rname = f"{Path(s.span.file).name}:{s.span.line}"
@@ -585,9 +655,13 @@ class Checker:
     def condition(self, node: A.Expr, ctx: _Ctx, what: str) -> P.TExpr | None:
         e = self.expr(node, ctx)
         if e is not None and e.type != P.BOOL:
-            hint = "compare it, e.g. text(\"photo of a dog\") > 0.6" if e.type in P.NUMERIC else None
-            self.error(f"{what} must be true or false, but this is {_type_text(e.type)}", node.span, hint=hint,
-                       code="type")
+            hint = 'compare it, e.g. text("photo of a dog") > 0.6' if e.type in P.NUMERIC else None
+            self.error(
+                f"{what} must be true or false, but this is {_type_text(e.type)}",
+                node.span,
+                hint=hint,
+                code="type",
+            )
             return None
         return e
 
@@ -607,8 +681,12 @@ class Checker:
 
     def _interval(self, n: A.Interval, ctx: _Ctx) -> P.TExpr | None:
         if not _INTERVAL.match(n.text.value):
-            self.error(f"cannot read interval {n.text.value!r}", n.text.span,
-                       hint="write e.g. interval '7 days' or interval '12 hours'", code="value")
+            self.error(
+                f"cannot read interval {n.text.value!r}",
+                n.text.span,
+                hint="write e.g. interval '7 days' or interval '12 hours'",
+                code="value",
+            )
             return None
         return P.IntervalConst(n.text.value.strip(), span=n.span)
 
@@ -625,15 +703,24 @@ class Checker:
         if name.lower() in BOOLEANS:
             return P.Const(BOOLEANS[name.lower()], P.BOOL, span=n.span)
         if d is not None:
-            uses = {"anchors": "use it in similar(...) or near(...)", "embedding": "use it as text(space, ...)'s "
-                    "first argument", "projection": "use it as cluster(projection)",
-                    "slice": "a slice cannot be used inside a condition; copy its condition into a let"}
-            self.error(f"'{name}' is {_article(d.kind)}, not a value", n.span, hint=uses.get(d.kind), code="type")
+            uses = {
+                "anchors": "use it in similar(...) or near(...)",
+                "embedding": "use it as text(space, ...)'s first argument",
+                "projection": "use it as cluster(projection)",
+                "slice": "a slice cannot be used inside a condition; copy its condition into a let",
+            }
+            self.error(
+                f"'{name}' is {_article(d.kind)}, not a value", n.span, hint=uses.get(d.kind), code="type"
+            )
             return None
         owners = [p for p, s in self.cluster_sets.items() if name in [c.name.value for c in s.clusters]]
         if owners:
-            self.error(f"'{name}' is a cluster name and can only be compared with cluster({owners[0]})", n.span,
-                       hint=f"write cluster({owners[0]}) = {name}", code="type")
+            self.error(
+                f"'{name}' is a cluster name and can only be compared with cluster({owners[0]})",
+                n.span,
+                hint=f"write cluster({owners[0]}) = {name}",
+                code="type",
+            )
             return None
         lets = [x.name for x in self.defs.values() if x.kind == "let"]
         hint = did_you_mean(name, [*lets, *BUILTINS, *FUNCTIONS])
@@ -661,9 +748,9 @@ class Checker:
         result: str | None = None
         if lt in P.NUMERIC and rt in P.NUMERIC:
             result = P.FLOAT
-        elif n.op in "+-" and lt == P.TIMESTAMP and rt == P.INTERVAL:
-            result = P.TIMESTAMP
-        elif n.op == "+" and lt == P.INTERVAL and rt == P.TIMESTAMP:
+        elif (n.op in "+-" and (lt, rt) == (P.TIMESTAMP, P.INTERVAL)) or (
+            n.op == "+" and (lt, rt) == (P.INTERVAL, P.TIMESTAMP)
+        ):
             result = P.TIMESTAMP
         elif n.op == "-" and lt == P.TIMESTAMP and rt == P.TIMESTAMP:
             result = P.INTERVAL
@@ -688,21 +775,33 @@ class Checker:
 
     def _cluster_side(self, proj_expr: P.ClusterOf, other: A.Expr) -> P.TExpr | None:
         proj = proj_expr.projection
-        declared = [c.name.value for c in self.cluster_sets[proj].clusters] if proj in self.cluster_sets else []
+        declared = (
+            [c.name.value for c in self.cluster_sets[proj].clusters] if proj in self.cluster_sets else []
+        )
         if isinstance(other, A.Ident):
             if other.name in declared:
                 return P.ClusterName(proj, other.name, span=other.span)
             hint = did_you_mean(other.name, declared) or (
-                f"clusters of {proj}: {', '.join(declared)}" if declared else
-                f"declare them: clusters {proj}: {other.name} = text(\"...\")")
+                f"clusters of {proj}: {', '.join(declared)}"
+                if declared
+                else f'declare them: clusters {proj}: {other.name} = text("...")'
+            )
             self.error(f"'{other.name}' is not a cluster of {proj}", other.span, hint=hint, code="name")
             return None
         if isinstance(other, A.String):
-            self.error(f"cluster names are written bare: {other.value}, not a string", other.span,
-                       hint=f"write cluster({proj}) = {other.value}", code="type")
+            self.error(
+                f"cluster names are written bare: {other.value}, not a string",
+                other.span,
+                hint=f"write cluster({proj}) = {other.value}",
+                code="type",
+            )
             return None
-        self.error(f"cluster({proj}) can only be compared with one of its cluster names", other.span,
-                   hint=f"clusters of {proj}: {', '.join(declared)}" if declared else None, code="type")
+        self.error(
+            f"cluster({proj}) can only be compared with one of its cluster names",
+            other.span,
+            hint=f"clusters of {proj}: {', '.join(declared)}" if declared else None,
+            code="type",
+        )
         return None
 
     def _compare(self, n: A.Compare, ctx: _Ctx) -> P.TExpr | None:
@@ -714,8 +813,11 @@ class Checker:
             return None
         if isinstance(left, P.ClusterOf):
             if op not in ("=", "!="):
-                self.error(f"cluster({left.projection}) is a cluster name: compare it with = or !=, not {op}",
-                           n.span, code="type")
+                self.error(
+                    f"cluster({left.projection}) is a cluster name: compare it with = or !=, not {op}",
+                    n.span,
+                    code="type",
+                )
                 return None
             right = self._cluster_side(left, right_node)
             return P.Cmp(op, left, right, span=n.span) if right is not None else None
@@ -745,22 +847,31 @@ class Checker:
         return False
 
     def _check_cosine(self, score: P.TExpr, bound: P.TExpr) -> None:
-        if isinstance(score, P.TextScore | P.SimilarScore) and isinstance(bound, P.Const) and bound.kind == P.NUMBER:
-            if not -1.0 <= bound.value <= 1.0:
-                self.error(f"threshold {_num(bound.value)} is outside [-1, 1], where cosine similarities lie",
-                           bound.span, hint="a similarity threshold is between -1 and 1, e.g. 0.61",
-                           code="range")
+        if (
+            isinstance(score, P.TextScore | P.SimilarScore)
+            and isinstance(bound, P.Const)
+            and bound.kind == P.NUMBER
+        ) and not -1.0 <= bound.value <= 1.0:
+            self.error(
+                f"threshold {_num(bound.value)} is outside [-1, 1], where cosine similarities lie",
+                bound.span,
+                hint="a similarity threshold is between -1 and 1, e.g. 0.61",
+                code="range",
+            )
 
     def _between(self, n: A.Between, ctx: _Ctx) -> P.TExpr | None:
         operand, low, high = self.expr(n.operand, ctx), self.expr(n.low, ctx), self.expr(n.high, ctx)
         if operand is None or low is None or high is None:
             return None
         if operand.type in (P.CLUSTER, P.BOOL):
-            self.error(f"BETWEEN needs a number or time, not {_type_text(operand.type)}", n.operand.span,
-                       code="type")
+            self.error(
+                f"BETWEEN needs a number or time, not {_type_text(operand.type)}", n.operand.span, code="type"
+            )
             return None
-        if not (self._comparable(operand, low, ">=", n.low.span) and
-                self._comparable(operand, high, "<=", n.high.span)):
+        if not (
+            self._comparable(operand, low, ">=", n.low.span)
+            and self._comparable(operand, high, "<=", n.high.span)
+        ):
             return None
         self._check_cosine(operand, low)
         self._check_cosine(operand, high)
@@ -800,7 +911,9 @@ class Checker:
         args = [a.value for a in n.args]
         return self._CALLS[fn](self, n, args, ctx)
 
-    def _split_space(self, n: A.Call, args: list[A.Expr], arity: int, ctx: _Ctx) -> tuple[str | None, list[A.Expr]]:
+    def _split_space(
+        self, n: A.Call, args: list[A.Expr], arity: int, ctx: _Ctx
+    ) -> tuple[str | None, list[A.Expr]]:
         """Functions take an optional leading space argument: strip and resolve it."""
         fn = n.func.value
         if len(args) == arity + 1:
@@ -809,25 +922,34 @@ class Checker:
 
     def _fn_text(self, n: A.Call, args: list[A.Expr], ctx: _Ctx) -> P.TExpr | None:
         if not 1 <= len(args) <= 2:
-            self.error(f"text() takes 1 or 2 arguments ([space,] \"prompt\"), not {len(args)}", n.span, code="arity")
+            self.error(
+                f'text() takes 1 or 2 arguments ([space,] "prompt"), not {len(args)}', n.span, code="arity"
+            )
             return None
         space, rest = self._split_space(n, args, 1, ctx)
         prompt = rest[0]
         if not isinstance(prompt, A.String):
-            self.error("text()'s prompt must be a string", prompt.span,
-                       hint=f'write text("{prompt.name}")' if isinstance(prompt, A.Ident) else None, code="type")
+            self.error(
+                "text()'s prompt must be a string",
+                prompt.span,
+                hint=f'write text("{prompt.name}")' if isinstance(prompt, A.Ident) else None,
+                code="type",
+            )
             return None
         if not prompt.value.strip():
             self.error("text()'s prompt is empty", prompt.span, code="value")
             return None
         return P.TextScore(space, prompt.value, span=n.span) if space else None
 
-    def _anchor_arg(self, node: A.Expr, fn: str, ctx: _Ctx, allow_key: bool) -> tuple[str | None, tuple[str, ...]] | None:
+    def _anchor_arg(
+        self, node: A.Expr, fn: str, ctx: _Ctx, allow_key: bool
+    ) -> tuple[str | None, tuple[str, ...]] | None:
         if isinstance(node, A.String) and allow_key:
             return None, (node.value,)
         if not isinstance(node, A.Ident):
-            self.error(f"{fn}() needs an anchors set{' or a row key' if allow_key else ''}", node.span,
-                       code="type")
+            self.error(
+                f"{fn}() needs an anchors set{' or a row key' if allow_key else ''}", node.span, code="type"
+            )
             return None
         name = self._lookup(node.name, node.span, "anchors", ctx)
         if name is None:
@@ -837,8 +959,9 @@ class Checker:
 
     def _fn_similar(self, n: A.Call, args: list[A.Expr], ctx: _Ctx) -> P.TExpr | None:
         if not 1 <= len(args) <= 2:
-            self.error(f"similar() takes 1 or 2 arguments ([space,] anchors), not {len(args)}", n.span,
-                       code="arity")
+            self.error(
+                f"similar() takes 1 or 2 arguments ([space,] anchors), not {len(args)}", n.span, code="arity"
+            )
             return None
         space, rest = self._split_space(n, args, 1, ctx)
         anchors = self._anchor_arg(rest[0], "similar", ctx, allow_key=True)
@@ -848,8 +971,11 @@ class Checker:
 
     def _fn_near(self, n: A.Call, args: list[A.Expr], ctx: _Ctx) -> P.TExpr | None:
         if not 2 <= len(args) <= 3:
-            self.error(f"near() takes 2 or 3 arguments ([space,] anchors, threshold), not {len(args)}", n.span,
-                       code="arity")
+            self.error(
+                f"near() takes 2 or 3 arguments ([space,] anchors, threshold), not {len(args)}",
+                n.span,
+                code="arity",
+            )
             return None
         space, rest = self._split_space(n, args, 2, ctx)
         anchors = self._anchor_arg(rest[0], "near", ctx, allow_key=False)
@@ -858,8 +984,12 @@ class Checker:
             self.error("near()'s threshold must be a number", thr.span, code="type")
             return None
         if not -1.0 <= thr.value <= 1.0:
-            self.error(f"threshold {thr.text} is outside [-1, 1], where cosine similarities lie", thr.span,
-                       hint="e.g. near(dog_examples, 0.895)", code="range")
+            self.error(
+                f"threshold {thr.text} is outside [-1, 1], where cosine similarities lie",
+                thr.span,
+                hint="e.g. near(dog_examples, 0.895)",
+                code="range",
+            )
             return None
         if anchors is None or space is None or anchors[0] is None:
             return None
@@ -884,14 +1014,28 @@ class Checker:
             return None
         return P.Builtin("now", span=n.span)
 
-    _CALLS: dict[str, Callable[[Checker, A.Call, list[A.Expr], _Ctx], P.TExpr | None]] = {
-        "text": _fn_text, "similar": _fn_similar, "near": _fn_near, "cluster": _fn_cluster,
-        "meta": _fn_meta, "now": _fn_now,
+    _CALLS: ClassVar[dict[str, Callable[[Checker, A.Call, list[A.Expr], _Ctx], P.TExpr | None]]] = {
+        "text": _fn_text,
+        "similar": _fn_similar,
+        "near": _fn_near,
+        "cluster": _fn_cluster,
+        "meta": _fn_meta,
+        "now": _fn_now,
     }
-    _EXPR: dict[type, Callable[[Checker, Any, _Ctx], P.TExpr | None]] = {
-        A.Number: _number, A.String: _string, A.Interval: _interval, A.Ident: _ident, A.Unary: _unary,
-        A.BinOp: _binop, A.And: _logic, A.Or: _logic, A.Not: _not, A.Compare: _compare, A.Between: _between,
-        A.InList: _in, A.Call: _call,
+    _EXPR: ClassVar[dict[type, Callable[[Checker, Any, _Ctx], P.TExpr | None]]] = {
+        A.Number: _number,
+        A.String: _string,
+        A.Interval: _interval,
+        A.Ident: _ident,
+        A.Unary: _unary,
+        A.BinOp: _binop,
+        A.And: _logic,
+        A.Or: _logic,
+        A.Not: _not,
+        A.Compare: _compare,
+        A.Between: _between,
+        A.InList: _in,
+        A.Call: _call,
     }
 
     # -- warnings --------------------------------------------------------------------------------
@@ -904,8 +1048,12 @@ class Checker:
                 self.warn(f"rule {r.name} can never match: {why}", r.condition.span, code="never-matches")
             key = (r.label, r.route, canonical(r.condition))
             if key in seen:
-                self.warn(f"rule {r.name} duplicates rule {seen[key].name}", r.span,
-                          hint="delete one of them", code="duplicate-rule")
+                self.warn(
+                    f"rule {r.name} duplicates rule {seen[key].name}",
+                    r.span,
+                    hint="delete one of them",
+                    code="duplicate-rule",
+                )
             else:
                 seen[key] = r
         for d in self.defs.values():
@@ -943,8 +1091,14 @@ def _num(v: float | None) -> str:
 
 def _type_text(t: str) -> str:
     return {
-        P.FLOAT: "a score (number)", P.INT: "a count (number)", P.NUMBER: "a number", P.BOOL: "a condition",
-        P.STRING: "a string", P.CLUSTER: "a cluster name", P.TIMESTAMP: "a time", P.INTERVAL: "an interval",
+        P.FLOAT: "a score (number)",
+        P.INT: "a count (number)",
+        P.NUMBER: "a number",
+        P.BOOL: "a condition",
+        P.STRING: "a string",
+        P.CLUSTER: "a cluster name",
+        P.TIMESTAMP: "a time",
+        P.INTERVAL: "an interval",
         P.ANY: "a metadata value",
     }.get(t, t)
 
@@ -1001,9 +1155,8 @@ class _Bounds:
         elif op in (">", ">="):
             if v > self.lo or (v == self.lo and op == ">"):
                 self.lo, self.lo_incl = v, op == ">="
-        elif op in ("<", "<="):
-            if v < self.hi or (v == self.hi and op == "<"):
-                self.hi, self.hi_incl = v, op == "<="
+        elif op in ("<", "<=") and (v < self.hi or (v == self.hi and op == "<")):
+            self.hi, self.hi_incl = v, op == "<="
 
     def empty(self) -> bool:
         if len(self.eq) > 1 or (self.eq & self.ne):
@@ -1029,10 +1182,15 @@ def _atoms(e: P.TExpr, lets: dict[str, P.TExpr]) -> list[tuple[str, str, Any, P.
         if isinstance(left, P.SIGNALS) and isinstance(right, P.Const | P.ClusterName):
             value = right.name if isinstance(right, P.ClusterName) else right.value
             return [(repr(left), op, value, left)]
-    if isinstance(e, P.Range) and not e.negated and isinstance(e.operand, P.SIGNALS):
-        if isinstance(e.low, P.Const) and isinstance(e.high, P.Const):
-            k = repr(e.operand)
-            return [(k, ">=", e.low.value, e.operand), (k, "<=", e.high.value, e.operand)]
+    if (
+        isinstance(e, P.Range)
+        and not e.negated
+        and isinstance(e.operand, P.SIGNALS)
+        and isinstance(e.low, P.Const)
+        and isinstance(e.high, P.Const)
+    ):
+        k = repr(e.operand)
+        return [(k, ">=", e.low.value, e.operand), (k, "<=", e.high.value, e.operand)]
     return None
 
 

@@ -71,8 +71,14 @@ def json_option(f: F) -> F:
         ctx.meta["labelql.json"] = value
         return value
 
-    return click.option("--json", "as_json", is_flag=True, callback=mark, expose_value=True,
-                        help="Print one JSON document instead of tables.")(f)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        callback=mark,
+        expose_value=True,
+        help="Print one JSON document instead of tables.",
+    )(f)
 
 
 @contextmanager
@@ -115,9 +121,16 @@ def init(db: Path) -> None:
 @db_option
 @click.option("--labels-from-dirs", is_flag=True, help="Sub-folder names are gold labels (ImageFolder).")
 @click.option("--key-prefix", default="", help="Prefix for derived global keys.")
-@click.option("--verify", type=click.Choice(["header", "full"]), default="header", show_default=True,
-              help="header: parse headers and check files end where they should; full: decode every pixel.")
-@click.option("--max-pixels", type=int, default=None, help="Refuse images larger than this (decompression bombs).")
+@click.option(
+    "--verify",
+    type=click.Choice(["header", "full"]),
+    default="header",
+    show_default=True,
+    help="header: parse headers and check files end where they should; full: decode every pixel.",
+)
+@click.option(
+    "--max-pixels", type=int, default=None, help="Refuse images larger than this (decompression bombs)."
+)
 @click.option("--strict", is_flag=True, help="Any broken input aborts the ingest; nothing is written.")
 @click.option("--update", is_flag=True, help="Update rows whose URI or bytes changed.")
 @click.option("--source", "source_tag", default=None, help="Source tag stored with each row.")
@@ -126,9 +139,22 @@ def init(db: Path) -> None:
 @click.option("--label-column", default=None, help="Hugging Face: the label column.")
 @click.option("--split", default=None, help="Hugging Face: the split of a saved DatasetDict.")
 @json_option
-def ingest(source: str, db: Path, labels_from_dirs: bool, key_prefix: str, verify: str, max_pixels: int | None,
-           strict: bool, update: bool, source_tag: str | None, workers: int | None, image_column: str | None,
-           label_column: str | None, split: str | None, as_json: bool) -> None:
+def ingest(
+    source: str,
+    db: Path,
+    labels_from_dirs: bool,
+    key_prefix: str,
+    verify: str,
+    max_pixels: int | None,
+    strict: bool,
+    update: bool,
+    source_tag: str | None,
+    workers: int | None,
+    image_column: str | None,
+    label_column: str | None,
+    split: str | None,
+    as_json: bool,
+) -> None:
     """Ingest SOURCE: a folder of images, a manifest (.csv/.parquet/.jsonl), a dataset saved with
     save_to_disk, or hf:NAME[:split]."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -138,16 +164,34 @@ def ingest(source: str, db: Path, labels_from_dirs: bool, key_prefix: str, verif
     from labelql.ingest import ingest as run_ingest
 
     options = IngestOptions(
-        key_prefix=key_prefix, labels_from_dirs=labels_from_dirs, verify=verify,  # type: ignore[arg-type]
-        max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strict=strict, update=update, source_tag=source_tag,
-        workers=workers, image_column=image_column, label_column=label_column, split=split,
+        key_prefix=key_prefix,
+        labels_from_dirs=labels_from_dirs,
+        verify=verify,  # type: ignore[arg-type]
+        max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+        strict=strict,
+        update=update,
+        source_tag=source_tag,
+        workers=workers,
+        image_column=image_column,
+        label_column=label_column,
+        split=split,
     )
-    progress = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-                        TimeRemainingColumn(), console=_console(stderr=True), transient=True, disable=as_json)
+    progress = Progress(
+        TextColumn("checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        disable=as_json,
+    )
     with open_store(db, create=True) as store, progress:
         task = progress.add_task("ingest", total=None)
         report = run_ingest(
-            store, source, options,
+            store,
+            source,
+            options,
             on_total=lambda n: progress.update(task, total=n),
             progress=lambda n: progress.advance(task, n),
         )
@@ -164,16 +208,33 @@ def _print_ingest(report: Any) -> None:
     t = Table(title=f"ingest {report.source}", show_header=True)
     for col in ("scanned", "added", "unchanged", "updated", "changed (not updated)", "errors", "gold labels"):
         t.add_column(col, justify="right")
-    t.add_row(*(str(x) for x in (report.scanned, report.added, report.unchanged, report.updated,
-                                 len(report.changed_not_updated), len(report.errors), report.gold_added)))
+    t.add_row(
+        *(
+            str(x)
+            for x in (
+                report.scanned,
+                report.added,
+                report.unchanged,
+                report.updated,
+                len(report.changed_not_updated),
+                len(report.errors),
+                report.gold_added,
+            )
+        )
+    )
     con.print(t)
     if report.changed_not_updated:
         shown = ", ".join(report.changed_not_updated[:5])
-        con.print(f"{len(report.changed_not_updated)} rows changed on disk and were kept as they were "
-                  f"({shown}{', ...' if len(report.changed_not_updated) > 5 else ''}); "
-                  "re-run with --update to take the new data.", markup=False)
+        con.print(
+            f"{len(report.changed_not_updated)} rows changed on disk and were kept as they were "
+            f"({shown}{', ...' if len(report.changed_not_updated) > 5 else ''}); "
+            "re-run with --update to take the new data.",
+            markup=False,
+        )
     if report.errors:
-        con.print(f"{len(report.errors)} inputs skipped (recorded in ingest_errors); the first ones:", markup=False)
+        con.print(
+            f"{len(report.errors)} inputs skipped (recorded in ingest_errors); the first ones:", markup=False
+        )
         et = Table(show_header=True)
         et.add_column("path / key")
         et.add_column("reason")
@@ -191,29 +252,54 @@ def embeddings() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--space", required=True, help="The space's name (one dimension per space).")
 @click.option("--model-id", required=True, help="The model that made the vectors.")
-@click.option("--keys", "keys_file", type=click.Path(path_type=Path), default=None,
-              help=".npy only: a text file with one key per line.")
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=".npy only: a text file with one key per line.",
+)
 @click.option("--key-column", default=None, help="Parquet: the key column.")
 @click.option("--vector-column", default=None, help="Parquet: the vector column.")
 @click.option("--replace", is_flag=True, help="Replace the space if it exists.")
 @db_option
 @json_option
-def embeddings_import(file: Path, space: str, model_id: str, keys_file: Path | None, key_column: str | None,
-                      vector_column: str | None, replace: bool, db: Path, as_json: bool) -> None:
+def embeddings_import(
+    file: Path,
+    space: str,
+    model_id: str,
+    keys_file: Path | None,
+    key_column: str | None,
+    vector_column: str | None,
+    replace: bool,
+    db: Path,
+    as_json: bool,
+) -> None:
     """Import vectors from .npy (+ keys), .npz or Parquet into SPACE."""
     from labelql.vectors import import_embeddings
 
     with open_store(db) as store:
-        report = import_embeddings(store, file, space=space, model_id=model_id, replace=replace,
-                                   keys_file=keys_file, key_column=key_column, vector_column=vector_column)
+        report = import_embeddings(
+            store,
+            file,
+            space=space,
+            model_id=model_id,
+            replace=replace,
+            keys_file=keys_file,
+            key_column=key_column,
+            vector_column=vector_column,
+        )
     if as_json:
         _print_json(report.to_json())
         return
     con = _console()
-    con.print(f"{report.space}: {report.stored} vectors stored from {report.read} read"
-              f"{' (space replaced)' if report.replaced else ''}"
-              f"{f', {report.already_present} already present' if report.already_present else ''}"
-              f", {len(report.errors)} skipped", markup=False)
+    con.print(
+        f"{report.space}: {report.stored} vectors stored from {report.read} read"
+        f"{' (space replaced)' if report.replaced else ''}"
+        f"{f', {report.already_present} already present' if report.already_present else ''}"
+        f", {len(report.errors)} skipped",
+        markup=False,
+    )
     for key, msg in report.errors[:10]:
         con.print(f"  {key}: {msg}", markup=False)
 
@@ -225,7 +311,9 @@ def gold() -> None:
 
 @gold.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--source", default="import", show_default=True, help="Where the labels come from (e.g. audit).")
+@click.option(
+    "--source", default="import", show_default=True, help="Where the labels come from (e.g. audit)."
+)
 @db_option
 @json_option
 def gold_import(file: Path, source: str, db: Path, as_json: bool) -> None:
@@ -238,8 +326,11 @@ def gold_import(file: Path, source: str, db: Path, as_json: bool) -> None:
         _print_json(report)
         return
     con = _console()
-    con.print(f"gold ({source}): {report['stored']} labels stored from {report['read']} read, "
-              f"{len(report['errors'])} skipped", markup=False)
+    con.print(
+        f"gold ({source}): {report['stored']} labels stored from {report['read']} read, "
+        f"{len(report['errors'])} skipped",
+        markup=False,
+    )
     for e in report["errors"][:10]:
         con.print(f"  {e['key']}: {e['message']}", markup=False)
 
@@ -271,8 +362,15 @@ def print_info(data: dict[str, Any]) -> None:
             t.add_column(col)
         for s in data["spaces"]:
             model = s["model_id"] + (" (random weights: tests only)" if s["random_weights"] else "")
-            t.add_row(s["name"], s["provider"], model, str(s["dim"]), str(s["vectors"]), f"{s['coverage']:.1%}",
-                      s["fingerprint"])
+            t.add_row(
+                s["name"],
+                s["provider"],
+                model,
+                str(s["dim"]),
+                str(s["vectors"]),
+                f"{s['coverage']:.1%}",
+                s["fingerprint"],
+            )
         con.print(t)
     else:
         con.print("embedding spaces: none")
@@ -304,25 +402,36 @@ def check(policies: tuple[Path, ...], as_json: bool) -> None:
             policy = check_file(path)
         except DiagnosticError as e:
             failed = True
-            results.append({"file": str(path), "ok": False, "diagnostics": [d.to_json() for d in e.diagnostics]})
+            results.append(
+                {"file": str(path), "ok": False, "diagnostics": [d.to_json() for d in e.diagnostics]}
+            )
             if not as_json:
                 click.echo(e.render(), err=True)
             continue
         except LabelQLError as e:
             failed = True
-            results.append({"file": str(path), "ok": False, "diagnostics": [{"severity": "error",
-                                                                              "message": e.message}]})
+            results.append(
+                {"file": str(path), "ok": False, "diagnostics": [{"severity": "error", "message": e.message}]}
+            )
             if not as_json:
                 click.echo(e.render(), err=True)
             continue
-        results.append({"file": str(path), "ok": True, "rules": len(policy.rules),
-                        "diagnostics": [w.to_json() for w in policy.warnings]})
+        results.append(
+            {
+                "file": str(path),
+                "ok": True,
+                "rules": len(policy.rules),
+                "diagnostics": [w.to_json() for w in policy.warnings],
+            }
+        )
         if not as_json:
             for w in policy.warnings:
                 click.echo(w.render(policy.sources), err=True)
             n_warn = len(policy.warnings)
-            click.echo(f"{path}: ok ({len(policy.rules)} rules, {len(policy.lets)} lets"
-                       f"{f', {n_warn} warnings' if n_warn else ''})")
+            click.echo(
+                f"{path}: ok ({len(policy.rules)} rules, {len(policy.lets)} lets"
+                f"{f', {n_warn} warnings' if n_warn else ''})"
+            )
     if as_json:
         _print_json({"ok": not failed, "files": results})
     if failed:
@@ -331,7 +440,9 @@ def check(policies: tuple[Path, ...], as_json: bool) -> None:
 
 @main.command()
 @click.argument("policies", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file is not formatted.")
+@click.option(
+    "--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file is not formatted."
+)
 def fmt(policies: tuple[Path, ...], check_only: bool) -> None:
     """Format policies in place in the one canonical layout ('-' reads stdin, writes stdout)."""
     from labelql.formatter import format_source
@@ -357,8 +468,13 @@ def fmt(policies: tuple[Path, ...], check_only: bool) -> None:
 
 @main.command()
 @click.argument("policy", type=click.Path(path_type=Path))
-@click.option("--stage", type=click.Choice(["tokens", "ast", "policy"]), default="policy", show_default=True,
-              help="Which stage of the compiler to show.")
+@click.option(
+    "--stage",
+    type=click.Choice(["tokens", "ast", "policy"]),
+    default="policy",
+    show_default=True,
+    help="Which stage of the compiler to show.",
+)
 @json_option
 def explain(policy: Path, stage: str, as_json: bool) -> None:
     """Show a policy as one stage of the compiler sees it."""
@@ -369,8 +485,7 @@ def explain(policy: Path, stage: str, as_json: bool) -> None:
         from labelql.parser import tokenize
 
         toks, diags, _ = tokenize(text, str(policy))
-        rows = [{"at": f"{t.line}:{t.col}", "type": t.type, "value": t.value}
-                for t in toks if t.type != "NL"]
+        rows = [{"at": f"{t.line}:{t.col}", "type": t.type, "value": t.value} for t in toks if t.type != "NL"]
         if as_json:
             _print_json(rows)
         else:
@@ -404,8 +519,13 @@ def explain(policy: Path, stage: str, as_json: bool) -> None:
 # -- demo ----------------------------------------------------------------------------------------
 @main.command()
 @click.option("--db", "db", default="demo.duckdb", show_default=True, type=click.Path(path_type=Path))
-@click.option("--data", "data_dir", default=None, type=click.Path(path_type=Path),
-              help="An ImageFolder to ingest (default: the shared cats-and-dogs sample, else generated images).")
+@click.option(
+    "--data",
+    "data_dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="An ImageFolder to ingest (default: the shared cats-and-dogs sample, else generated images).",
+)
 def demo(db: Path, data_dir: Path | None) -> None:
     """Build the demo database from scratch and show what it holds.
 

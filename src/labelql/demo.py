@@ -65,8 +65,9 @@ def run_demo(db: Path, data_dir: Path | None, console: Console) -> None:
     source = data_dir or find_sample()
     if source is None:
         source = generate_images(media_dir_for(db) / "generated")
-        console.print(f"The cats-and-dogs sample was not found; using {source} (generated images).",
-                      markup=False)
+        console.print(
+            f"The cats-and-dogs sample was not found; using {source} (generated images).", markup=False
+        )
     elif not source.is_dir():
         raise LabelQLError(f"no such folder: {source}")
     console.print(f"[bold]LabelQL demo[/bold]: ingesting {source} into {db}")
@@ -77,8 +78,13 @@ def run_demo(db: Path, data_dir: Path | None, console: Console) -> None:
     policy_path = REPO_ROOT / "rules" / "cats_dogs.lql"
     if policy_path.exists():
         policy = check_file(policy_path)
-        console.print(f"policy {policy_path.name}: checks clean ({len(policy.rules)} rules, "
-                      f"{len(policy.lets)} lets, {len(policy.warnings)} warnings)", markup=False)
+        console.print(
+            f"policy {policy_path.name}: checks clean ({len(policy.rules)} rules, "
+            f"{len(policy.lets)} lets, {len(policy.warnings)} warnings)",
+            markup=False,
+        )
     print_info(data)
-    console.print("Next: the engine (labelql run) routes rows to done / review / manual; "
-                  "it is not built yet.", markup=False)
+    console.print(
+        "Next: the engine (labelql run) routes rows to done / review / manual; it is not built yet.",
+        markup=False,
+    )

@@ -101,7 +101,9 @@ class SourceMap:
         if name not in self.texts:
             return None
         if name not in self._lines:
-            self._lines[name] = self.texts[name].splitlines()
+            self._lines[name] = [
+                ln.rstrip("\r") for ln in self.texts[name].split("\n")
+            ]  # lines as the lexer counts them
         lines = self._lines[name]
         return lines[line - 1] if 0 < line <= len(lines) else ""
 

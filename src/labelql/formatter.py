@@ -63,7 +63,8 @@ def _expr(e: A.Expr) -> str:
         return f"{expr(e.left, _PREC_SUM)} {e.op} {expr(e.right, _PREC_SUM)}"
     if isinstance(e, A.Between):
         neg = "NOT " if e.negated else ""
-        return f"{expr(e.operand, _PREC_SUM)} {neg}BETWEEN {expr(e.low, _PREC_SUM)} AND {expr(e.high, _PREC_SUM)}"
+        low, high = expr(e.low, _PREC_SUM), expr(e.high, _PREC_SUM)
+        return f"{expr(e.operand, _PREC_SUM)} {neg}BETWEEN {low} AND {high}"
     if isinstance(e, A.InList):
         neg = "NOT " if e.negated else ""
         return f"{expr(e.operand, _PREC_SUM)} {neg}IN ({', '.join(expr(i) for i in e.items)})"
@@ -149,7 +150,7 @@ class _Item:
 
 def format_module(module: A.Module, text: str) -> str:
     """Lay out a parsed module (``text`` is its source, used to find blank lines)."""
-    src_lines = text.splitlines()
+    src_lines = text.split("\n")  # lines as the lexer counts them (only \n ends one)
     items: list[_Item] = []
     by_end: dict[int, _Item] = {}
     for s in module.statements:
@@ -187,8 +188,12 @@ def format_module(module: A.Module, text: str) -> str:
     prev: _Item | None = None
     for item in items:
         same = (
-            item.stmt is not None and isinstance(item.stmt, _ALIGNED) and run and prev is not None
-            and not blank_between(prev, item) and type(run[-1].stmt) is type(item.stmt)
+            item.stmt is not None
+            and isinstance(item.stmt, _ALIGNED)
+            and run
+            and prev is not None
+            and not blank_between(prev, item)
+            and type(run[-1].stmt) is type(item.stmt)
         )
         if not same:
             close_run()

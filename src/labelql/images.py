@@ -86,8 +86,10 @@ def check_image_bytes(
                     if problem:
                         return fail(problem)
     except Image.DecompressionBombError as e:
-        return fail(f"image is over the limit of {max_pixels:,} pixels (decompression-bomb guard): {e}; "
-                    "raise --max-pixels to accept it")
+        return fail(
+            f"image is over the limit of {max_pixels:,} pixels (decompression-bomb guard): {e}; "
+            "raise --max-pixels to accept it"
+        )
     except UnidentifiedImageError:
         return fail("not an image (format not recognised)")
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError) as e:

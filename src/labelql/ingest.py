@@ -23,10 +23,28 @@ from labelql.diagnostics import LabelQLError
 from labelql.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageCheck, Verify, check_many
 from labelql.store import Store, staged, upsert_gold
 
-MANIFEST_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+MANIFEST_SUFFIXES = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
 GOLD_SOURCE = "ingest"
 _CHUNK = 64
-_ROW_COLUMNS = ["key", "kind", "uri", "text", "source", "width", "height", "format", "bytes", "sha256", "metadata"]
+_ROW_COLUMNS = [
+    "key",
+    "kind",
+    "uri",
+    "text",
+    "source",
+    "width",
+    "height",
+    "format",
+    "bytes",
+    "sha256",
+    "metadata",
+]
 
 
 class IngestError(LabelQLError):
@@ -185,8 +203,11 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
         try:
             ds = datasets.load_dataset(name, split=split)
         except Exception as e:  # the hub client raises many types offline; all mean the same here
-            why = "no network access and no cached copy" if not online else (
-                str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            why = (
+                "no network access and no cached copy"
+                if not online
+                else (str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            )
             raise IngestError(
                 f"cannot load {spec} from the Hugging Face Hub: {why}",
                 hint="with no network, download it elsewhere, save it with `Dataset.save_to_disk(DIR)` "
@@ -202,7 +223,9 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
         if isinstance(ds, datasets.DatasetDict):
             split = options.split or ("train" if "train" in ds else next(iter(ds)))
             if split not in ds:
-                raise IngestError(f"saved dataset {path} has no split {split!r}", hint=f"splits: {', '.join(ds)}")
+                raise IngestError(
+                    f"saved dataset {path} has no split {split!r}", hint=f"splits: {', '.join(ds)}"
+                )
             ds = ds[split]
         dataset_name = path.name
     features = ds.features
@@ -211,7 +234,8 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
     )
     if image_col is None or image_col not in features:
         raise IngestError(
-            f"no image column in {spec}", hint=f"choose one with --image-column (columns: {', '.join(features)})"
+            f"no image column in {spec}",
+            hint=f"choose one with --image-column (columns: {', '.join(features)})",
         )
     label_col = options.label_column or next((c for c in ("label", "labels") if c in features), None)
     if label_col is not None and label_col not in features:
@@ -239,8 +263,14 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
             label = names[v] if names is not None and isinstance(v, int) else str(v)
         meta = {c: rec[c] for c in others if _jsonable(rec[c])}
         meta["hf_index"] = i
-        items.append(Item(key=key, path=str(target.resolve()) if data is not None else str(target), label=label,
-                          metadata=meta))
+        items.append(
+            Item(
+                key=key,
+                path=str(target.resolve()) if data is not None else str(target),
+                label=label,
+                metadata=meta,
+            )
+        )
     return items
 
 
@@ -261,8 +291,10 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _force_offline(datasets: Any) -> None:
     """The offline switches are read at import time; flip them for an already-imported client too."""
-    for mod_name, attrs in (("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
-                            ("huggingface_hub.constants", ("HF_HUB_OFFLINE",))):
+    for mod_name, attrs in (
+        ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
+        ("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+    ):
         mod = sys.modules.get(mod_name)
         for attr in attrs:
             if mod is not None and hasattr(mod, attr):
@@ -293,25 +325,33 @@ def collect(source: str, db_path: Path, options: IngestOptions) -> list[Item]:
     if not path.exists():
         raise IngestError(f"no such file or folder: {source}")
     if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (
-            path / "state.json"
-        ).exists():
+        if (
+            (path / "dataset_info.json").exists()
+            or (path / "dataset_dict.json").exists()
+            or (path / "state.json").exists()
+        ):
             return read_hf(str(path), media_dir_for(db_path), options)
         return scan_folder(path, options.key_prefix, options.labels_from_dirs)
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         if options.labels_from_dirs:
-            raise IngestError("--labels-from-dirs applies to folders, not manifests",
-                              hint="put labels in the manifest's 'label' column")
+            raise IngestError(
+                "--labels-from-dirs applies to folders, not manifests",
+                hint="put labels in the manifest's 'label' column",
+            )
         return read_manifest(path, options.key_prefix)
     raise IngestError(
         f"don't know how to ingest {source}",
-        hint="give a folder of images, a manifest (.csv, .parquet, .jsonl), a saved dataset folder or hf:NAME",
+        hint="give a folder of images, a manifest (.csv, .parquet, .jsonl), a saved dataset folder "
+        "or hf:NAME",
     )
 
 
 # -- checking ------------------------------------------------------------------------------------
 def check_paths(
-    paths: Sequence[str], verify: Verify, max_pixels: int, workers: int | None = None,
+    paths: Sequence[str],
+    verify: Verify,
+    max_pixels: int,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> list[ImageCheck]:
     """Check images in parallel worker processes (in order); small inputs stay in this process."""
@@ -341,16 +381,22 @@ def _duplicates(items: Sequence[Item]) -> list[str]:
 
 # -- writing -------------------------------------------------------------------------------------
 def ingest(
-    store: Store, source: str, options: IngestOptions = IngestOptions(), *,
-    on_total: Callable[[int], None] | None = None, progress: Progress | None = None,
+    store: Store,
+    source: str,
+    options: IngestOptions = IngestOptions(),
+    *,
+    on_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> IngestReport:
     """Ingest SOURCE into ``store``; see the module docstring for the rules."""
     items = collect(source, store.path, options)
     dups = _duplicates(items)
     if dups:
         shown = ", ".join(dups[:20]) + (f" (and {len(dups) - 20} more)" if len(dups) > 20 else "")
-        raise IngestError(f"{len(dups)} duplicate global keys in {source}: {shown}",
-                          hint="global keys must be unique; fix the manifest or use --key-prefix")
+        raise IngestError(
+            f"{len(dups)} duplicate global keys in {source}: {shown}",
+            hint="global keys must be unique; fix the manifest or use --key-prefix",
+        )
     tag = options.source_tag or (source if source.startswith("hf:") else Path(source).name)
     report = IngestReport(source=source, scanned=len(items))
     if on_total:
@@ -358,9 +404,16 @@ def ingest(
 
     image_items = [i for i in items if i.path is not None and "://" not in i.path]
     remote = {i.key for i in items if i.path is not None and "://" in i.path}
-    checks = {c.path: c for c in check_paths(
-        [i.path for i in image_items if i.path], options.verify, options.max_pixels, options.workers, progress
-    )}
+    checks = {
+        c.path: c
+        for c in check_paths(
+            [i.path for i in image_items if i.path],
+            options.verify,
+            options.max_pixels,
+            options.workers,
+            progress,
+        )
+    }
     if progress and (len(items) - len(image_items)):
         progress(len(items) - len(image_items))
 
@@ -369,16 +422,21 @@ def ingest(
         if item.text is not None:
             good.append((item, None))
         elif item.key in remote:
-            report.errors.append((item.key, item.path,
-                                  "remote URI: fetching images over the network is not supported; "
-                                  "download them and point row_data at local files"))
+            report.errors.append(
+                (
+                    item.key,
+                    item.path,
+                    "remote URI: fetching images over the network is not supported; "
+                    "download them and point row_data at local files",
+                )
+            )
         else:
             assert item.path is not None
-            check = checks[item.path]
-            if check.ok:
-                good.append((item, check))
+            found = checks[item.path]
+            if found.ok:
+                good.append((item, found))
             else:
-                report.errors.append((item.key, item.path, check.error or "unknown error"))
+                report.errors.append((item.key, item.path, found.error or "unknown error"))
     if report.errors and options.strict:
         first = report.errors[0]
         raise IngestError(
@@ -398,11 +456,33 @@ def ingest(
         if check is None:
             assert item.text is not None
             text_bytes = item.text.encode()
-            row = [item.key, "text", None, item.text, tag, None, None, "text", len(text_bytes),
-                   hashlib.sha256(text_bytes).hexdigest(), _meta(item)]
+            row = [
+                item.key,
+                "text",
+                None,
+                item.text,
+                tag,
+                None,
+                None,
+                "text",
+                len(text_bytes),
+                hashlib.sha256(text_bytes).hexdigest(),
+                _meta(item),
+            ]
         else:
-            row = [item.key, "image", item.path, None, tag, check.width, check.height, check.format,
-                   check.bytes, check.sha256, _meta(item)]
+            row = [
+                item.key,
+                "image",
+                item.path,
+                None,
+                tag,
+                check.width,
+                check.height,
+                check.format,
+                check.bytes,
+                check.sha256,
+                _meta(item),
+            ]
         old = existing.get(item.key)
         if old is None:
             new_rows.append(row)
@@ -430,7 +510,9 @@ def ingest(
         if changed_rows:
             # Vectors of changed rows describe the old bytes: drop them so they are recomputed.
             for space in store.spaces():
-                con.execute(f"DELETE FROM {space.table} WHERE list_contains(?, key)", [[r[0] for r in changed_rows]])
+                con.execute(
+                    f"DELETE FROM {space.table} WHERE list_contains(?, key)", [[r[0] for r in changed_rows]]
+                )
         report.added = len(new_rows)
         report.updated = len(changed_rows)
         store.clear_errors("ingest", [i.path for i, c in good if c is not None and i.path])
@@ -451,4 +533,3 @@ def _count_gold(store: Store) -> int:
 
 def _meta(item: Item) -> str | None:
     return json.dumps(item.metadata, default=str, sort_keys=True) if item.metadata else None
-

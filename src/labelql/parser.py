@@ -29,18 +29,53 @@ from labelql import ast as A
 from labelql.diagnostics import Diagnostic, DiagnosticError, LabelQLError, SourceMap, Span, did_you_mean
 
 KEYWORDS = frozenset(
-    {"LABELS", "EMBEDDING", "PROJECTION", "CLUSTERS", "ANCHORS", "LET", "RULE", "SLICE", "IMPORT",
-     "IF", "AND", "OR", "NOT", "BETWEEN", "IN", "INTERVAL"}
+    {
+        "LABELS",
+        "EMBEDDING",
+        "PROJECTION",
+        "CLUSTERS",
+        "ANCHORS",
+        "LET",
+        "RULE",
+        "SLICE",
+        "IMPORT",
+        "IF",
+        "AND",
+        "OR",
+        "NOT",
+        "BETWEEN",
+        "IN",
+        "INTERVAL",
+    }
 )
-STATEMENT_KEYWORDS = ("labels", "embedding", "projection", "clusters", "anchors", "let", "rule", "slice", "import")
+STATEMENT_KEYWORDS = (
+    "labels",
+    "embedding",
+    "projection",
+    "clusters",
+    "anchors",
+    "let",
+    "rule",
+    "slice",
+    "import",
+)
 _STATEMENT_KW_TYPES = frozenset(k.upper() for k in STATEMENT_KEYWORDS)
 _PUNCTUATION = frozenset({"LPAR", "RPAR", "COMMA", "COLON", "EQ", "ARROW"})
 MAX_ERRORS = 20
 
 _TERMINAL_TEXT = {
-    "NAME": "a name", "STRING": "a string", "NUMBER": "a number", "LPAR": "'('", "RPAR": "')'",
-    "COMMA": "','", "COLON": "':'", "EQ": "'='", "ARROW": "'->'",
-    "COMP_OP": "a comparison (=, !=, <, <=, >, >=)", "ADD_OP": "'+' or '-'", "MUL_OP": "'*' or '/'",
+    "NAME": "a name",
+    "STRING": "a string",
+    "NUMBER": "a number",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "EQ": "'='",
+    "ARROW": "'->'",
+    "COMP_OP": "a comparison (=, !=, <, <=, >, >=)",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*' or '/'",
     "$END": "end of statement",
 }
 _EXPR_START = {"NAME", "NUMBER", "STRING", "LPAR", "NOT", "INTERVAL", "ADD_OP"}
@@ -54,8 +89,9 @@ class Token:
 
     __slots__ = ("col", "end", "end_col", "end_line", "line", "start", "type", "value")
 
-    def __init__(self, type: str, value: str, start: int, line: int, col: int, end_line: int, end_col: int,
-                 end: int) -> None:
+    def __init__(
+        self, type: str, value: str, start: int, line: int, col: int, end_line: int, end_col: int, end: int
+    ) -> None:
         self.type = type
         self.value = value
         self.start = start
@@ -179,7 +215,7 @@ class _Builder:
         return A.Not(c[1], span=self._s(c))
 
     def cmp_op(self, c: list[Any]) -> Token:
-        return c[0]  # type: ignore[no-any-return]
+        return c[0]
 
     def compare(self, c: list[Any]) -> A.Compare:
         op = str(c[1])
@@ -198,7 +234,7 @@ class _Builder:
         for i in range(1, len(c), 2):
             right = c[i + 1]
             left = A.BinOp(str(c[i]), left, right, span=left.span.cover(right.span))
-        return left  # type: ignore[no-any-return]
+        return left
 
     def sum(self, c: list[Any]) -> A.Expr:
         return self._binary(c)
@@ -218,7 +254,7 @@ class _Builder:
         return A.Unary(op, operand, span=self._s(c))
 
     def atom(self, c: list[Any]) -> A.Expr:
-        return c[1]  # type: ignore[no-any-return]  # "(" expr ")"
+        return c[1]  # "(" expr ")"
 
     def number(self, c: list[Any]) -> A.Number:
         return A.Number(float(c[0].value), c[0].value, span=self._s(c))
@@ -255,7 +291,7 @@ def _span_of(file: str, x: Any) -> Span:
         return x.span(file)
     if isinstance(x, tuple):  # args / cluster params
         return _span_of(file, x[0]).cover(_span_of(file, x[-1]))
-    return x.span  # type: ignore[no-any-return]
+    return x.span
 
 
 _BUILDER = _Builder()
@@ -271,24 +307,33 @@ def lark_parser() -> Lark:
         start="statement",
         keep_all_tokens=True,
         maybe_placeholders=True,
-        transformer=_BUILDER,  # type: ignore[arg-type]
+        transformer=_BUILDER,
         cache=True,  # Lark keeps the LALR analysis in a temp file: later processes start faster
     )
     # A '?rule' alternative with one item is inlined by Lark and never reaches a callback.
-    missing = sorted({str(r.alias or r.origin.name) for r in lark.rules
-                      if not (r.options.expand1 and len(r.expansion) == 1 and not r.alias)
-                      and not str(r.alias or r.origin.name).startswith("_")
-                      and not hasattr(_Builder, str(r.alias or r.origin.name))})
+    missing = sorted(
+        {
+            str(r.alias or r.origin.name)
+            for r in lark.rules
+            if not (r.options.expand1 and len(r.expansion) == 1 and not r.alias)
+            and not str(r.alias or r.origin.name).startswith("_")
+            and not hasattr(_Builder, str(r.alias or r.origin.name))
+        }
+    )
     if missing:
-        raise RuntimeError(f"LabelQL's AST builder has no case for grammar rules: {', '.join(map(str, missing))}")
+        raise RuntimeError(
+            f"LabelQL's AST builder has no case for grammar rules: {', '.join(map(str, missing))}"
+        )
     return lark
 
 
 @functools.cache
 def _scanner() -> re.Pattern[str]:
     """One regular expression for all terminals, in Lark's own order of preference."""
-    terms = sorted(lark_parser().terminals,
-                   key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name))
+    terms = sorted(
+        lark_parser().terminals,
+        key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
+    )
     return re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terms))
 
 
@@ -318,8 +363,11 @@ def tokenize(text: str, file: str) -> tuple[list[Token], list[Diagnostic], set[i
         end = m.end()
         if typ == "NL":
             nl_at = value.rfind("\n")
-            toks.append(Token("NL", value, pos, line, pos - line_start + 1, line + 1,
-                              end - (pos + nl_at + 1) + 1, end))
+            toks.append(
+                Token(
+                    "NL", value, pos, line, pos - line_start + 1, line + 1, end - (pos + nl_at + 1) + 1, end
+                )
+            )
             line += 1
             line_start = pos + nl_at + 1
         elif typ != "WS":
@@ -343,10 +391,17 @@ def _names_before_parens(toks: list[Token]) -> list[Token]:
 
 def _lex_error(ch: str, span: Span) -> Diagnostic:
     if ch in "\"'":
-        return Diagnostic("error", "unterminated string", span, f"close it with {ch} on the same line",
-                          code="syntax")
-    hints = {"&": "use AND", "|": "use OR", "!": "use != or NOT", "[": "lists are written ( ... )",
-             "{": "LabelQL has no braces", ";": "statements end at the end of the line"}
+        return Diagnostic(
+            "error", "unterminated string", span, f"close it with {ch} on the same line", code="syntax"
+        )
+    hints = {
+        "&": "use AND",
+        "|": "use OR",
+        "!": "use != or NOT",
+        "[": "lists are written ( ... )",
+        "{": "LabelQL has no braces",
+        ";": "statements end at the end of the line",
+    }
     return Diagnostic("error", f"unexpected character {ch!r}", span, hints.get(ch), code="syntax")
 
 
@@ -380,7 +435,8 @@ def _comments(toks: list[Token], file: str) -> tuple[A.Comment, ...]:
     code_lines = {t.line for t in toks if t.type not in ("COMMENT", "NL")}
     return tuple(
         A.Comment(t.value.rstrip(), trailing=t.line in code_lines, span=_span_of(file, t))
-        for t in toks if t.type == "COMMENT"
+        for t in toks
+        if t.type == "COMMENT"
     )
 
 
@@ -414,7 +470,9 @@ def _lalr_tables() -> tuple[dict[int, dict[str, tuple[bool, Any]]], int, int]:
     return states, table.start_states["statement"], table.end_states["statement"]
 
 
-def _accepts(states: dict[int, dict[str, tuple[bool, Any]]], stack: list[int], typ: str, end_state: int) -> bool:
+def _accepts(
+    states: dict[int, dict[str, tuple[bool, Any]]], stack: list[int], typ: str, end_state: int
+) -> bool:
     """Whether terminal ``typ`` could come next: replay the reductions it would cause on a copy
     of the stack (LALR rows list more terminals than can really follow, for the error message)."""
     stack = list(stack)
@@ -445,7 +503,9 @@ def parse_statement(stmt: list[Token]) -> A.Statement:
             row = states[state_stack[-1]]
             step = row.get(typ)
             if step is None:
-                raise _SyntaxError(tok, {k for k in row if k.isupper() and _accepts(states, state_stack, k, end_state)})
+                raise _SyntaxError(
+                    tok, {k for k in row if k.isupper() and _accepts(states, state_stack, k, end_state)}
+                )
             if step[0]:
                 state_stack.append(step[1])
                 value_stack.append(tok)
@@ -480,7 +540,7 @@ def parse_module(text: str, file: str) -> tuple[A.Module, list[Diagnostic]]:
             statements.append(parse_statement(stmt))
         except _SyntaxError as e:
             diags.append(_parse_error(e, stmt, file))
-    diags.sort(key=lambda d: (d.span.start if d.span else 0))
+    diags.sort(key=lambda d: d.span.start if d.span else 0)
     span = Span(file, 1, 1, 1, 1, 0, len(text))
     return A.Module(file=file, statements=tuple(statements), comments=_comments(toks, file), span=span), diags
 
@@ -511,7 +571,7 @@ def _describe(t: Token) -> str:
 
 def _expected_text(expected: set[str]) -> str | None:
     exp = set(expected)
-    if _EXPR_START <= exp:
+    if exp >= _EXPR_START:
         exp = (exp - _EXPR_START) | {"<expr>"}
     names = sorted("an expression" if e == "<expr>" else _TERMINAL_TEXT.get(e, e) for e in exp)
     if not names or len(names) > 4:
@@ -523,7 +583,9 @@ def _parse_error(e: _SyntaxError, stmt: list[Token], file: str) -> Diagnostic:
     tok = e.token
     if tok.type == "$END":
         last = _span_of(file, stmt[-1])
-        span = Span(file, last.end_line, last.end_col, last.end_line, last.end_col + 1, last.end, last.end + 1)
+        span = Span(
+            file, last.end_line, last.end_col, last.end_line, last.end_col + 1, last.end, last.end + 1
+        )
     else:
         span = _span_of(file, tok)
     expected = set(e.expected)
@@ -533,7 +595,7 @@ def _parse_error(e: _SyntaxError, stmt: list[Token], file: str) -> Diagnostic:
     keyword_candidates = [k for k in expected if k in KEYWORDS]
     if tok.type == "NAME" and keyword_candidates:
         close = did_you_mean(tok.value, keyword_candidates)
-        hint = close.replace(close[close.index("'"):], close[close.index("'"):].upper()) if close else None
+        hint = close.replace(close[close.index("'") :], close[close.index("'") :].upper()) if close else None
     if hint is None and idx == 1 and stmt[0].type == "NAME":
         close = did_you_mean(stmt[0].value, STATEMENT_KEYWORDS)
         if close:

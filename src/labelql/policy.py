@@ -8,7 +8,7 @@ never re-validate.  Expressions form a small typed IR, separate from the syntax 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Union
+from typing import Any
 
 from labelql.diagnostics import Diagnostic, SourceMap, Span
 
@@ -264,10 +264,26 @@ class Negate(TNode):
         return (self.operand,)
 
 
-TExpr = Union[
-    Const, ClusterName, IntervalConst, TextScore, SimilarScore, NearCount, ClusterOf, MetaField, Builtin,
-    LetRef, Arith, Neg, Cmp, Range, Member, AllOf, AnyOf, Negate,
-]
+TExpr = (
+    Const
+    | ClusterName
+    | IntervalConst
+    | TextScore
+    | SimilarScore
+    | NearCount
+    | ClusterOf
+    | MetaField
+    | Builtin
+    | LetRef
+    | Arith
+    | Neg
+    | Cmp
+    | Range
+    | Member
+    | AllOf
+    | AnyOf
+    | Negate
+)
 SIGNALS = (TextScore, SimilarScore, NearCount, ClusterOf, MetaField)
 
 
@@ -403,19 +419,55 @@ class CheckedPolicy:
             "source_hash": self.source_hash,
             "labels": list(self.labels),
             "default_space": self.default_space,
-            "spaces": [{"name": s.name, "provider": s.provider, "params": dict(s.params), "default": s.default,
-                        "at": at(s.span)} for s in self.spaces],
-            "projections": [{"name": p.name, "kind": p.kind, "space": p.space, "params": dict(p.params),
-                             "at": at(p.span)} for p in self.projections],
-            "clusters": [{"projection": c.projection, "params": dict(c.params),
-                          "names": [{"name": n.name, "by": n.by, "prompt": n.prompt, "anchors": n.anchors,
-                                     "space": n.space} for n in c.clusters]} for c in self.cluster_sets],
+            "spaces": [
+                {
+                    "name": s.name,
+                    "provider": s.provider,
+                    "params": dict(s.params),
+                    "default": s.default,
+                    "at": at(s.span),
+                }
+                for s in self.spaces
+            ],
+            "projections": [
+                {"name": p.name, "kind": p.kind, "space": p.space, "params": dict(p.params), "at": at(p.span)}
+                for p in self.projections
+            ],
+            "clusters": [
+                {
+                    "projection": c.projection,
+                    "params": dict(c.params),
+                    "names": [
+                        {
+                            "name": n.name,
+                            "by": n.by,
+                            "prompt": n.prompt,
+                            "anchors": n.anchors,
+                            "space": n.space,
+                        }
+                        for n in c.clusters
+                    ],
+                }
+                for c in self.cluster_sets
+            ],
             "anchors": [{"name": a.name, "keys": list(a.keys)} for a in self.anchors],
-            "lets": [{"name": x.name, "type": x.expr.type, "expr": x.expr.to_json(), "at": at(x.span)}
-                     for x in self.lets],
-            "rules": [{"name": r.name, "label": r.label, "route": r.route, "condition": r.condition.to_json(),
-                       "at": at(r.span)} for r in self.rules],
-            "slices": [{"name": s.name, "condition": s.condition.to_json(), "at": at(s.span)} for s in self.slices],
+            "lets": [
+                {"name": x.name, "type": x.expr.type, "expr": x.expr.to_json(), "at": at(x.span)}
+                for x in self.lets
+            ],
+            "rules": [
+                {
+                    "name": r.name,
+                    "label": r.label,
+                    "route": r.route,
+                    "condition": r.condition.to_json(),
+                    "at": at(r.span),
+                }
+                for r in self.rules
+            ],
+            "slices": [
+                {"name": s.name, "condition": s.condition.to_json(), "at": at(s.span)} for s in self.slices
+            ],
             "imports": list(self.imports),
             "warnings": [w.to_json() for w in self.warnings],
         }

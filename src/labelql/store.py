@@ -152,8 +152,12 @@ class Store:
 
     # -- schema ----------------------------------------------------------------------------------
     def version(self) -> int:
-        if _scalar(self.con, "SELECT count(*) FROM information_schema.tables "
-                             "WHERE table_name = 'schema_version'") == 0:
+        if (
+            _scalar(
+                self.con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+            )
+            == 0
+        ):
             return 0
         return _scalar(self.con, "SELECT max(version) FROM schema_version")
 
@@ -249,7 +253,9 @@ class Store:
         self.con.execute("DELETE FROM spaces WHERE name = ?", [name])
 
     # -- errors ----------------------------------------------------------------------------------
-    def record_errors(self, stage: str, source: str | None, errors: list[tuple[str | None, str | None, str]]) -> None:
+    def record_errors(
+        self, stage: str, source: str | None, errors: list[tuple[str | None, str | None, str]]
+    ) -> None:
         """Record (key, path, message) rows; earlier errors for the same stage and path are replaced."""
         if not errors:
             return
@@ -344,7 +350,8 @@ def upsert_gold(con: duckdb.DuckDBPyConnection, pairs: list[list[str]], source: 
     with staged(con, "_gold_in", ["key", "label"], pairs):
         con.execute(
             "INSERT INTO gold (key, label, source, created_at) SELECT key, label, ?, now() FROM _gold_in "
-            "ON CONFLICT (key, source) DO UPDATE SET label = excluded.label, created_at = excluded.created_at "
+            "ON CONFLICT (key, source) DO UPDATE SET label = excluded.label, "
+            "created_at = excluded.created_at "
             "WHERE gold.label <> excluded.label",
             [source],
         )

@@ -71,7 +71,9 @@ def read_vectors(
             kname = next((n for n in ("keys", "key", "global_key") if n in names), None)
             vname = next((n for n in ("vectors", "embeddings", "vector", "embedding") if n in names), None)
             if kname is None or vname is None:
-                raise LabelQLError(f"{path} needs arrays 'keys' and 'vectors'", hint=f"found: {', '.join(sorted(names))}")
+                raise LabelQLError(
+                    f"{path} needs arrays 'keys' and 'vectors'", hint=f"found: {', '.join(sorted(names))}"
+                )
             matrix = np.asarray(z[vname])
             keys = [str(k) for k in z[kname].tolist()]
         if matrix.ndim != 2 or len(keys) != len(matrix):
@@ -90,9 +92,13 @@ def read_vectors(
                 hint=f"columns: {', '.join(cols)}; choose with --key-column / --vector-column",
             )
         keys = [str(k) for k in table.column(kc).to_pylist()]
-        vectors = [np.asarray(v if v is not None else [], dtype=np.float64) for v in table.column(vc).to_pylist()]
+        vectors = [
+            np.asarray(v if v is not None else [], dtype=np.float64) for v in table.column(vc).to_pylist()
+        ]
         return keys, vectors
-    raise LabelQLError(f"don't know how to read vectors from {path}", hint="use .npy (+ keys), .npz or .parquet")
+    raise LabelQLError(
+        f"don't know how to read vectors from {path}", hint="use .npy (+ keys), .npz or .parquet"
+    )
 
 
 def _default_keys_file(path: Path) -> Path | None:
@@ -157,7 +163,9 @@ def import_embeddings(
         if k not in known:
             report.errors.append((k, "unknown key (not ingested)"))
         elif v.ndim != 1 or len(v) != dim:
-            report.errors.append((k, f"wrong dimension {len(v) if v.ndim == 1 else v.shape} (space has {dim})"))
+            report.errors.append(
+                (k, f"wrong dimension {len(v) if v.ndim == 1 else v.shape} (space has {dim})")
+            )
         elif not np.all(np.isfinite(v)):
             report.errors.append((k, "vector holds NaN or inf"))
         elif not np.any(v):
@@ -172,12 +180,17 @@ def import_embeddings(
             existing = None
             report.replaced = True
         info = existing or store.create_space(
-            space, provider="precomputed", model_id=model_id, dim=dim, fingerprint=fp,
+            space,
+            provider="precomputed",
+            model_id=model_id,
+            dim=dim,
+            fingerprint=fp,
             params={"file": str(path)},
         )
         if good_keys:
             have = {
-                k for (k,) in store.con.execute(
+                k
+                for (k,) in store.con.execute(
                     f"SELECT key FROM {info.table} WHERE list_contains(?, key)", [good_keys]
                 ).fetchall()
             }
@@ -186,9 +199,7 @@ def import_embeddings(
             if fresh:
                 store_vectors(store, info.table, [k for k, _ in fresh], np.stack([v for _, v in fresh]))
             report.stored = len(fresh)
-        store.record_errors(
-            "embeddings", space, [(k, None, f"{path.name}: {m}") for k, m in report.errors]
-        )
+        store.record_errors("embeddings", space, [(k, None, f"{path.name}: {m}") for k, m in report.errors])
     return report
 
 
@@ -231,10 +242,16 @@ def import_gold(store: Store, path: Path, source: str = "import") -> dict[str, A
     cols = table.column_names
     kc = next((c for c in KEY_COLUMNS if c in cols), None)
     if kc is None or "label" not in cols:
-        raise LabelQLError(f"{path} needs columns 'key' (or 'global_key') and 'label'", hint=f"found: {', '.join(cols)}")
-    pairs = [(str(k), v) for k, v in zip(table.column(kc).to_pylist(), table.column("label").to_pylist(), strict=True)]
+        raise LabelQLError(
+            f"{path} needs columns 'key' (or 'global_key') and 'label'", hint=f"found: {', '.join(cols)}"
+        )
+    pairs = [
+        (str(k), v)
+        for k, v in zip(table.column(kc).to_pylist(), table.column("label").to_pylist(), strict=True)
+    ]
     known = {
-        k for (k,) in store.con.execute(
+        k
+        for (k,) in store.con.execute(
             "SELECT key FROM rows WHERE list_contains(?, key)", [[k for k, _ in pairs]]
         ).fetchall()
     }
@@ -254,8 +271,20 @@ def import_gold(store: Store, path: Path, source: str = "import") -> dict[str, A
         if good:
             upsert_gold(con, good, source)
         store.record_errors("gold", source, errors)
-    return {"file": str(path), "source": source, "read": len(pairs), "stored": len(good),
-            "errors": [{"key": k, "message": m} for k, _, m in errors]}
+    return {
+        "file": str(path),
+        "source": source,
+        "read": len(pairs),
+        "stored": len(good),
+        "errors": [{"key": k, "message": m} for k, _, m in errors],
+    }
 
 
-__all__ = ["ImportReport", "fingerprint_for", "import_embeddings", "import_gold", "read_vectors", "store_vectors"]
+__all__ = [
+    "ImportReport",
+    "fingerprint_for",
+    "import_embeddings",
+    "import_gold",
+    "read_vectors",
+    "store_vectors",
+]
