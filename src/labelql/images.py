@@ -75,7 +75,7 @@ def check_image_bytes(
                         f"{max_pixels:,} (decompression-bomb guard); raise --max-pixels to accept it"
                     )
                 # PNG keeps EXIF after the pixels: reading it would decode the image, so PNGs skip it.
-                if fmt in ("JPEG", "MPO", "TIFF", "WEBP"):
+                if fmt in ("JPEG", "MPO", "TIFF", "WEBP") and ("exif" in im.info or fmt == "TIFF"):
                     orientation = im.getexif().get(_ORIENTATION_TAG)
                     if orientation in (5, 6, 7, 8):
                         width, height = height, width

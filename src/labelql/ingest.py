@@ -447,7 +447,8 @@ def ingest(
     existing = {
         k: (uri, text, sha)
         for k, uri, text, sha in store.con.execute(
-            "SELECT key, uri, text, sha256 FROM rows WHERE list_contains(?, key)", [[i.key for i, _ in good]]
+            "SELECT key, uri, text, sha256 FROM rows WHERE key IN (SELECT unnest(?::VARCHAR[]))",
+            [[i.key for i, _ in good]],
         ).fetchall()
     }
     new_rows: list[list[Any]] = []
@@ -511,7 +512,8 @@ def ingest(
             # Vectors of changed rows describe the old bytes: drop them so they are recomputed.
             for space in store.spaces():
                 con.execute(
-                    f"DELETE FROM {space.table} WHERE list_contains(?, key)", [[r[0] for r in changed_rows]]
+                    f"DELETE FROM {space.table} WHERE key IN (SELECT unnest(?::VARCHAR[]))",
+                    [[r[0] for r in changed_rows]],
                 )
         report.added = len(new_rows)
         report.updated = len(changed_rows)

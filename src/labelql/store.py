@@ -263,11 +263,13 @@ class Store:
         keys = [k for k, p, _ in errors if p is None and k is not None]
         if paths:
             self.con.execute(
-                "DELETE FROM ingest_errors WHERE stage = ? AND list_contains(?, path)", [stage, paths]
+                "DELETE FROM ingest_errors WHERE stage = ? AND path IN (SELECT unnest(?::VARCHAR[]))",
+                [stage, paths],
             )
         if keys:
             self.con.execute(
-                "DELETE FROM ingest_errors WHERE stage = ? AND path IS NULL AND list_contains(?, key)",
+                "DELETE FROM ingest_errors WHERE stage = ? AND path IS NULL "
+                "AND key IN (SELECT unnest(?::VARCHAR[]))",
                 [stage, keys],
             )
         self.con.executemany(
@@ -280,7 +282,8 @@ class Store:
         """Forget earlier errors for paths that now read cleanly."""
         if paths:
             self.con.execute(
-                "DELETE FROM ingest_errors WHERE stage = ? AND list_contains(?, path)", [stage, paths]
+                "DELETE FROM ingest_errors WHERE stage = ? AND path IN (SELECT unnest(?::VARCHAR[]))",
+                [stage, paths],
             )
 
     # -- summary ---------------------------------------------------------------------------------

@@ -154,7 +154,10 @@ def import_embeddings(
         raise LabelQLError(f"{path} holds no vectors")
 
     known = {
-        k for (k,) in store.con.execute("SELECT key FROM rows WHERE list_contains(?, key)", [keys]).fetchall()
+        k
+        for (k,) in store.con.execute(
+            "SELECT key FROM rows WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys]
+        ).fetchall()
     }
     good_keys: list[str] = []
     good_vecs: list[np.ndarray[Any, Any]] = []
@@ -191,7 +194,7 @@ def import_embeddings(
             have = {
                 k
                 for (k,) in store.con.execute(
-                    f"SELECT key FROM {info.table} WHERE list_contains(?, key)", [good_keys]
+                    f"SELECT key FROM {info.table} WHERE key IN (SELECT unnest(?::VARCHAR[]))", [good_keys]
                 ).fetchall()
             }
             report.already_present = len(have)
@@ -252,7 +255,7 @@ def import_gold(store: Store, path: Path, source: str = "import") -> dict[str, A
     known = {
         k
         for (k,) in store.con.execute(
-            "SELECT key FROM rows WHERE list_contains(?, key)", [[k for k, _ in pairs]]
+            "SELECT key FROM rows WHERE key IN (SELECT unnest(?::VARCHAR[]))", [[k for k, _ in pairs]]
         ).fetchall()
     }
     errors: list[tuple[str | None, str | None, str]] = []
