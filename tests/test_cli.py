@@ -121,7 +121,9 @@ def test_store_commands_without_database(tmp_path: Path) -> None:
     code, _, err = run("info", "--db", str(tmp_path / "none.duckdb"))
     assert code == 1 and "no LabelQL database" in err and "labelql init" in err
     code, out, _ = run("init", "--db", str(tmp_path / "new.duckdb"))
-    assert code == 0 and "created (schema version 1)" in out
+    from labelql.store import SCHEMA_VERSION
+
+    assert code == 0 and f"created (schema version {SCHEMA_VERSION})" in out
     code, out, _ = run("info", "--db", str(tmp_path / "new.duckdb"), "--json")
     assert code == 0 and json.loads(out)["rows"] == 0
 

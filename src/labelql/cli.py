@@ -516,6 +516,411 @@ def explain(policy: Path, stage: str, as_json: bool) -> None:
     _print_json(checked.to_json())
 
 
+# -- signals -------------------------------------------------------------------------------------
+def _progress_bar(as_json: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    class Rate(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.1f} rows/s" if speed else "")
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        Rate(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        disable=as_json,
+    )
+
+
+def _space_from_options(
+    store: Store,
+    space: str,
+    policy: Path | None,
+    open_clip: str | None,
+    pretrained: str | None,
+    checkpoint: str | None,
+    random_weights: bool,
+    sentence_transformer: str | None,
+    precision: str | None,
+) -> Any:
+    from labelql.diagnostics import Span
+    from labelql.policy import SpaceDef
+
+    span = Span("<command line>", 0, 0, 0, 0)
+    if policy is not None:
+        from labelql.checker import check_file
+
+        checked = check_file(policy)
+        if space not in [s.name for s in checked.spaces]:
+            raise LabelQLError(
+                f"{policy} declares no space '{space}'",
+                hint=f"spaces: {', '.join(s.name for s in checked.spaces) or 'none'}",
+            )
+        return checked.space(space)
+    if open_clip:
+        sources = [x for x in (pretrained, checkpoint, random_weights or None) if x]
+        if len(sources) != 1:
+            raise LabelQLError(
+                "--open-clip needs exactly one of --pretrained TAG, --checkpoint PATH, --random-weights"
+            )
+        params: dict[str, Any] = {"model": open_clip}
+        if pretrained:
+            params["pretrained"] = pretrained
+        if checkpoint:
+            params["checkpoint"] = checkpoint
+        if random_weights:
+            params["random_weights"] = True
+        if precision:
+            params["precision"] = precision
+        return SpaceDef(space, "open_clip", tuple(sorted(params.items())), False, span)
+    if sentence_transformer:
+        return SpaceDef(space, "sentence_transformer", (("model", sentence_transformer),), False, span)
+    info = store.space(space)
+    if info is None or info.provider not in ("open_clip", "sentence_transformer"):
+        raise LabelQLError(
+            f"say which model makes space '{space}'",
+            hint="--policy POLICY, --open-clip MODEL --pretrained TAG, or --sentence-transformer NAME",
+        )
+    params = {
+        k: v
+        for k, v in info.params.items()
+        if k in ("model", "pretrained", "checkpoint", "random_weights", "precision")
+    }
+    return SpaceDef(space, info.provider, tuple(sorted(params.items())), False, span)
+
+
+@main.command()
+@click.option("--space", required=True, help="The space to fill (created when missing).")
+@click.option(
+    "--policy", type=click.Path(path_type=Path), default=None, help="Take the model from this policy."
+)
+@click.option("--open-clip", "open_clip", default=None, help="An open_clip model name, e.g. ViT-B-32.")
+@click.option("--pretrained", default=None, help="open_clip pretrained tag (downloaded when online).")
+@click.option("--checkpoint", default=None, help="open_clip weights from a local file.")
+@click.option("--random-weights", is_flag=True, help="open_clip with random weights (tests only).")
+@click.option("--sentence-transformer", default=None, help="A sentence-transformers model, for text rows.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
+)
+@click.option(
+    "--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="Model precision (default fp32)."
+)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--workers", type=int, default=None, help="Image decoding processes (default: cores - 1).")
+@click.option("--replace", is_flag=True, help="Re-embed when the space holds vectors from another model.")
+@click.option("-v", "--verbose", is_flag=True, help="Print a line per committed batch.")
+@db_option
+@json_option
+def embed(
+    space: str,
+    policy: Path | None,
+    open_clip: str | None,
+    pretrained: str | None,
+    checkpoint: str | None,
+    random_weights: bool,
+    sentence_transformer: str | None,
+    device: str,
+    precision: str | None,
+    batch_size: int,
+    workers: int | None,
+    replace: bool,
+    verbose: bool,
+    db: Path,
+    as_json: bool,
+) -> None:
+    """Embed every row that has no vector in SPACE yet (resumable: safe to kill and re-run)."""
+    from labelql.embed import embed_rows, load_encoder
+
+    with open_store(db) as store:
+        space_def = _space_from_options(
+            store,
+            space,
+            policy,
+            open_clip,
+            pretrained,
+            checkpoint,
+            random_weights,
+            sentence_transformer,
+            precision,
+        )
+        encoder = load_encoder(space_def, device, precision)
+        for notice in encoder.notices:
+            click.echo(f"notice: {notice}", err=True)
+        with _progress_bar(as_json or verbose) as bar:
+            task = bar.add_task(f"embed {space}", total=None)
+
+            def on_batch(k: int, done: int) -> None:
+                bar.advance(task, k)
+                if verbose:
+                    click.echo(f"committed {done}", err=True)
+
+            report = embed_rows(
+                store,
+                encoder,
+                batch_size=batch_size,
+                workers=workers,
+                replace=replace,
+                on_total=lambda n: bar.update(task, total=n),
+                on_batch=on_batch,
+            )
+    if as_json:
+        _print_json(report.to_json())
+        return
+    rate = f" ({report.embedded / report.seconds:,.1f} rows/s)" if report.seconds and report.embedded else ""
+    click.echo(
+        f"{space}: {report.embedded} rows embedded of {report.todo} to do{rate}, {len(report.errors)} errors"
+    )
+    for key, msg in report.errors[:10]:
+        click.echo(f"  {key}: {msg}")
+
+
+@main.command()
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
+)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="Model precision.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--workers", type=int, default=None, help="Image decoding processes (default: cores - 1).")
+@click.option("--refit", is_flag=True, help="Recompute maps and clusters from scratch.")
+@click.option("--replace", is_flag=True, help="Re-embed spaces that hold vectors from another model.")
+@db_option
+@json_option
+def prepare(
+    policy: Path,
+    device: str,
+    precision: str | None,
+    batch_size: int,
+    workers: int | None,
+    refit: bool,
+    replace: bool,
+    db: Path,
+    as_json: bool,
+) -> None:
+    """Compute exactly the signals POLICY needs: embeddings, scores, maps, clusters."""
+    from labelql.checker import check_file
+    from labelql.prepare import PrepareOptions
+    from labelql.prepare import prepare as run_prepare
+
+    checked = check_file(policy)
+    options = PrepareOptions(
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        workers=workers,
+        refit=refit,
+        replace=replace,
+    )
+    with open_store(db) as store, _progress_bar(as_json) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total or None)
+            bar.update(tasks[what], completed=done, total=total or None)
+
+        report = run_prepare(store, checked, options, progress=progress)
+    if as_json:
+        _print_json(report.to_json())
+        return
+    _print_prepare(report)
+
+
+def _print_prepare(report: Any) -> None:
+    from rich.table import Table
+
+    con = _console()
+    for e in report.embeddings:
+        con.print(
+            f"embed {e.space}: {e.embedded} of {e.todo} rows ({e.seconds:.1f} s), {len(e.errors)} errors",
+            markup=False,
+        )
+        for n in e.notices:
+            con.print(f"  notice: {n}", markup=False)
+    t = Table(title="signals")
+    for col in ("signal", "rows", "cache", "time"):
+        t.add_column(col)
+    from labelql.plot import signal_labels
+
+    for (label, _), s in zip(signal_labels([s.id for s in report.signals]), report.signals, strict=True):
+        t.add_row(
+            label, "" if s.cached else str(s.rows), "hit" if s.cached else "computed", f"{s.seconds:.3f} s"
+        )
+    con.print(t)
+    for m in report.maps:
+        how = (
+            "cache hit"
+            if m.cache_hit
+            else (
+                f"fitted on {m.fitted} rows" if m.fitted else f"placed {m.transformed} new rows by transform"
+            )
+        )
+        con.print(f"map {m.projection}: {how} ({m.seconds:.2f} s)", markup=False)
+    for c in report.clusters:
+        names = ", ".join(f"{i.name or 'unnamed'} ({i.size})" for i in c.clusters)
+        con.print(f"clusters {c.projection}: {names}; {c.noise} unclustered", markup=False)
+    con.print(f"prepared in {report.seconds:.1f} s", markup=False)
+
+
+@main.command("clusters")
+@click.argument("policy", type=click.Path(path_type=Path))
+@db_option
+@json_option
+def clusters_cmd(policy: Path, db: Path, as_json: bool) -> None:
+    """Each cluster's size, name, how it was named, and its gold purity (run prepare first)."""
+    from rich.table import Table
+
+    from labelql.checker import check_file
+    from labelql.clusters import gold_purity
+
+    checked = check_file(policy)
+    out = []
+    with open_store(db, read_only=True) as store:
+        for cset in checked.cluster_sets:
+            run_id = _latest_cluster_run(store, checked, cset.projection)
+            summary = json.loads(
+                store.con.execute("SELECT summary FROM cluster_runs WHERE id = ?", [run_id]).fetchall()[0][0]
+            )
+            purity = gold_purity(store, run_id)
+            sizes = dict(
+                store.con.execute(
+                    "SELECT cluster, count(*) FROM cluster_assign WHERE run_id = ? GROUP BY cluster", [run_id]
+                ).fetchall()
+            )
+            rows = []
+            for c in summary["clusters"]:
+                p = purity.get(c["cluster"])
+                rows.append(
+                    {
+                        "cluster": c["cluster"],
+                        "size": sizes.get(c["cluster"], 0),
+                        "name": c["name"],
+                        "how": c["how"],
+                        "evidence": c["evidence"],
+                        "gold_majority": p[0] if p else None,
+                        "gold_purity": p[1] if p else None,
+                        "gold_rows": p[2] if p else 0,
+                    }
+                )
+            out.append(
+                {
+                    "projection": cset.projection,
+                    "min_size": summary["min_size"],
+                    "unclustered": sizes.get(-1, 0),
+                    "clusters": rows,
+                }
+            )
+    if as_json:
+        _print_json(out)
+        return
+    con = _console()
+    for proj in out:
+        t = Table(
+            title=f"clusters on {proj['projection']} (min_size {proj['min_size']}, "
+            f"{proj['unclustered']} rows unclustered)"
+        )
+        for col in ("cluster", "size", "name", "named by", "evidence", "gold majority", "purity"):
+            t.add_column(col)
+        for r in proj["clusters"]:
+            ev = ", ".join(
+                f"{k}={v:+.3f}" if r["how"] != "anchors" else f"{k}={v:g}" for k, v in r["evidence"].items()
+            )
+            t.add_row(
+                str(r["cluster"]),
+                str(r["size"]),
+                r["name"] or "-",
+                r["how"],
+                ev,
+                r["gold_majority"] or "-",
+                f"{r['gold_purity']:.1%} of {r['gold_rows']}" if r["gold_purity"] is not None else "-",
+            )
+        con.print(t)
+
+
+def _latest_cluster_run(store: Store, checked: Any, projection: str) -> int:
+    from labelql.maps import full_params
+
+    proj = checked.projection(projection)
+    space = checked.space(proj.space)
+    name = space.param("space") if space.provider == "precomputed" else space.name
+    rows = store.con.execute(
+        "SELECT r.id FROM cluster_runs r JOIN maps m ON r.map_id = m.id WHERE m.space = ? AND m.kind = ? "
+        "AND m.params = ?::JSON ORDER BY r.id DESC LIMIT 1",
+        [name, proj.kind, json.dumps(full_params(proj), sort_keys=True)],
+    ).fetchall()
+    if not rows:
+        raise LabelQLError(f"no clusters computed for {projection} yet", hint="run: labelql prepare POLICY")
+    return int(rows[0][0])
+
+
+@main.command()
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.option("--map", "map_name", required=True, help="The projection to draw.")
+@click.option(
+    "--color", type=click.Choice(["cluster", "label", "gold", "route"]), default="cluster", show_default=True
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="The PNG (or HTML) to write."
+)
+@click.option(
+    "--html", is_flag=True, help="Write a self-contained interactive page (plotly) instead of a PNG."
+)
+@db_option
+def plot(policy: Path, map_name: str, color: str, output: Path, html: bool, db: Path) -> None:
+    """Draw the projector view of a map (run prepare first)."""
+    from labelql.checker import check_file
+    from labelql.maps import full_params
+    from labelql.plot import plot_html, plot_png, signal_labels
+    from labelql.signals import policy_signals, signal_id
+
+    checked = check_file(policy)
+    if map_name not in [p.name for p in checked.projections]:
+        raise LabelQLError(
+            f"{policy} declares no projection '{map_name}'",
+            hint=f"projections: {', '.join(p.name for p in checked.projections) or 'none'}",
+        )
+    proj = checked.projection(map_name)
+    space = checked.space(proj.space)
+    space_name = space.param("space") if space.provider == "precomputed" else space.name
+    with open_store(db, read_only=True) as store:
+        rows = store.con.execute(
+            "SELECT id FROM maps WHERE space = ? AND kind = ? AND params = ?::JSON ORDER BY id DESC LIMIT 1",
+            [space_name, proj.kind, json.dumps(full_params(proj), sort_keys=True)],
+        ).fetchall()
+        if not rows:
+            raise LabelQLError(f"map {map_name} is not computed yet", hint="run: labelql prepare POLICY")
+        map_id = int(rows[0][0])
+        has_clusters = map_name in [c.projection for c in checked.cluster_sets]
+        run_id = _latest_cluster_run(store, checked, map_name) if has_clusters else None
+        title = f"{map_name}: {proj.kind} of {proj.space}, coloured by {color}"
+        if html:
+            sids = [signal_id(s) for s in policy_signals(checked)]
+            n = plot_html(store, map_id, title, color, run_id, output, signal_labels(sids))
+        else:
+            n = plot_png(store, map_id, title, color, run_id, output)
+    click.echo(f"wrote {output} ({n} points)")
+
+
 # -- demo ----------------------------------------------------------------------------------------
 @main.command()
 @click.option("--db", "db", default="demo.duckdb", show_default=True, type=click.Path(path_type=Path))

@@ -184,11 +184,9 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
 
     Image bytes are written once to ``media_dir`` so later stages read ordinary files.
     """
-    online = not spec.startswith("hf:") or _hub_reachable()
-    if not online:
-        # The hub client would retry for ~25 s with a page of warnings; go offline at once so a
-        # cached copy still loads and anything else fails in one line.
-        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    from labelql import hub
+
+    online = not spec.startswith("hf:") or hub.ensure_mode()
     try:
         import datasets
     except ImportError:
@@ -198,8 +196,6 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
     if spec.startswith("hf:"):
         name, _, split = spec[3:].partition(":")
         split = split or options.split or "train"
-        if not online:
-            _force_offline(datasets)
         try:
             ds = datasets.load_dataset(name, split=split)
         except Exception as e:  # the hub client raises many types offline; all mean the same here
@@ -272,33 +268,6 @@ def read_hf(spec: str, media_dir: Path, options: IngestOptions) -> list[Item]:
             )
         )
     return items
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub answers at all (already-offline settings count as no)."""
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def _force_offline(datasets: Any) -> None:
-    """The offline switches are read at import time; flip them for an already-imported client too."""
-    for mod_name, attrs in (
-        ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
-        ("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
-    ):
-        mod = sys.modules.get(mod_name)
-        for attr in attrs:
-            if mod is not None and hasattr(mod, attr):
-                setattr(mod, attr, True)
 
 
 def _safe_file_name(key: str) -> str:

@@ -71,6 +71,68 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
+MIGRATIONS.append(
+    # 2: signals: cached prompt vectors, scores, 2-D maps and clusters
+    [
+        """CREATE TABLE prompt_vectors (
+            space       VARCHAR NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            prompt      VARCHAR NOT NULL,
+            vec         FLOAT[] NOT NULL,
+            PRIMARY KEY (space, fingerprint, prompt)
+        )""",
+        """CREATE TABLE signals (
+            id           VARCHAR PRIMARY KEY,
+            kind         VARCHAR NOT NULL,
+            space        VARCHAR NOT NULL,
+            args         JSON NOT NULL,
+            data_version VARCHAR NOT NULL,
+            computed_at  TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE scores (
+            signal VARCHAR NOT NULL,
+            key    VARCHAR NOT NULL,
+            value  FLOAT NOT NULL,
+            PRIMARY KEY (signal, key)
+        )""",
+        "CREATE SEQUENCE map_id",
+        """CREATE TABLE maps (
+            id          INTEGER PRIMARY KEY DEFAULT nextval('map_id'),
+            space       VARCHAR NOT NULL,
+            kind        VARCHAR NOT NULL,
+            params      JSON NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            model_path  VARCHAR,
+            fitted_rows BIGINT NOT NULL,
+            created_at  TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE map_coords (
+            map_id    INTEGER NOT NULL,
+            key       VARCHAR NOT NULL,
+            x         FLOAT NOT NULL,
+            y         FLOAT NOT NULL,
+            placed_by VARCHAR NOT NULL,
+            PRIMARY KEY (map_id, key)
+        )""",
+        "CREATE SEQUENCE cluster_run_id",
+        """CREATE TABLE cluster_runs (
+            id         INTEGER PRIMARY KEY DEFAULT nextval('cluster_run_id'),
+            map_id     INTEGER NOT NULL,
+            spec       JSON NOT NULL,
+            model_path VARCHAR,
+            summary    JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE cluster_assign (
+            run_id  INTEGER NOT NULL,
+            key     VARCHAR NOT NULL,
+            cluster INTEGER NOT NULL,
+            name    VARCHAR,
+            PRIMARY KEY (run_id, key)
+        )""",
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 _SPACE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
@@ -246,11 +308,40 @@ class Store:
         return info
 
     def drop_space(self, name: str) -> None:
+        """Remove a space, its vectors and everything computed from them."""
         info = self.space(name)
         if info is None:
             return
         self.con.execute(f"DROP TABLE IF EXISTS {info.table}")
         self.con.execute("DELETE FROM spaces WHERE name = ?", [name])
+        self.con.execute(
+            "DELETE FROM scores WHERE signal IN (SELECT id FROM signals WHERE space = ?)", [name]
+        )
+        self.con.execute("DELETE FROM signals WHERE space = ?", [name])
+        self.con.execute("DELETE FROM prompt_vectors WHERE space = ?", [name])
+        maps = [m for (m,) in self.con.execute("SELECT id FROM maps WHERE space = ?", [name]).fetchall()]
+        for m in maps:
+            self.con.execute(
+                "DELETE FROM cluster_assign WHERE run_id IN (SELECT id FROM cluster_runs WHERE map_id = ?)",
+                [m],
+            )
+            self.con.execute("DELETE FROM cluster_runs WHERE map_id = ?", [m])
+            self.con.execute("DELETE FROM map_coords WHERE map_id = ?", [m])
+        self.con.execute("DELETE FROM maps WHERE space = ?", [name])
+
+    def cache_dir(self) -> Path:
+        """A folder beside the database for derived files (memory-mapped matrices, fitted models)."""
+        d = self.path.parent / f"{self.path.stem}_cache"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def data_version(self, space: SpaceInfo) -> str:
+        """Changes whenever the space's vectors change (rows added, removed or re-embedded)."""
+        rows = self.con.execute(
+            f"SELECT count(*), coalesce(bit_xor(hash(key)), 0), coalesce(sum(norm), 0) FROM {space.table}"
+        ).fetchall()
+        n, h, s = rows[0]
+        return f"{space.id}-{space.fingerprint[:12]}-{n}-{int(h):x}-{float(s):.6g}"
 
     # -- errors ----------------------------------------------------------------------------------
     def record_errors(
@@ -346,6 +437,17 @@ def staged(
         yield
     finally:
         con.unregister(name)
+
+
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    """A query's result as a pyarrow Table (the method's name changed between DuckDB 1 and 2)."""
+    result: Any = con.sql(sql, params=params) if params else con.sql(sql)
+    for name in ("to_arrow_table", "fetch_arrow_table", "arrow"):
+        method = getattr(result, name, None)
+        if method is not None:
+            table = method()
+            return table.read_all() if hasattr(table, "read_all") else table
+    raise RuntimeError("this DuckDB cannot return Arrow tables")  # pragma: no cover
 
 
 def upsert_gold(con: duckdb.DuckDBPyConnection, pairs: list[list[str]], source: str) -> None:
