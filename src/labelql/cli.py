@@ -891,7 +891,7 @@ def plot(policy: Path, map_name: str, color: str, output: Path, html: bool, db: 
     from labelql.checker import check_file
     from labelql.maps import full_params
     from labelql.plot import plot_html, plot_png, signal_labels
-    from labelql.signals import policy_signals, signal_id
+    from labelql.signals import policy_signals, signal_id, store_space_name
 
     checked = check_file(policy)
     if map_name not in [p.name for p in checked.projections]:
@@ -914,7 +914,7 @@ def plot(policy: Path, map_name: str, color: str, output: Path, html: bool, db: 
         run_id = _latest_cluster_run(store, checked, map_name) if has_clusters else None
         title = f"{map_name}: {proj.kind} of {proj.space}, coloured by {color}"
         if html:
-            sids = [signal_id(s) for s in policy_signals(checked)]
+            sids = [signal_id(s, store_space_name(checked, s.space)) for s in policy_signals(checked)]
             n = plot_html(store, map_id, title, color, run_id, output, signal_labels(sids))
         else:
             n = plot_png(store, map_id, title, color, run_id, output)

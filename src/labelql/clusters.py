@@ -29,7 +29,7 @@ import numpy as np
 
 from labelql import policy as P
 from labelql.maps import map_coords
-from labelql.signals import ScoreContext, signal_id
+from labelql.signals import ScoreContext
 from labelql.store import Store
 
 DEFAULT_MARGIN = 0.01
@@ -174,7 +174,7 @@ def ensure_clusters(
     prompt_scores = {}
     for c in cset.clusters:
         if c.by == "text" and c.prompt is not None:
-            sid = signal_id(P.TextScore(c.space, c.prompt))
+            sid = ctx.sid(P.TextScore(c.space, c.prompt))
             got = dict(con.execute("SELECT key, value FROM scores WHERE signal = ?", [sid]).fetchall())
             prompt_scores[c.name] = np.asarray([got.get(k, np.nan) for k in keys], dtype=np.float64)
             prompt_scores[c.name] = np.nan_to_num(

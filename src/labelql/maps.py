@@ -76,6 +76,7 @@ def _fit(kind: str, params: dict[str, Any], x: np.ndarray[Any, Any]) -> tuple[An
             random_state=int(params["seed"]),
             transform_seed=int(params["seed"]),
             n_components=2,
+            n_jobs=1,  # a seed means one thread anyway; saying so keeps umap from warning about it
         )
         coords = model.fit_transform(x)
         return model, np.asarray(coords, dtype=np.float32)

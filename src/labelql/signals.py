@@ -82,17 +82,32 @@ def load_matrix(store: Store, info: SpaceInfo) -> Matrix:
 Signal = P.TextScore | P.SimilarScore | P.NearCount
 
 
-def signal_id(s: Signal) -> str:
-    """A stable id for a signal; the engine reads ``scores`` by it."""
+def signal_id(s: Signal, space: str | None = None) -> str:
+    """A stable id for a signal; the engine reads ``scores`` by it.
+
+    ``space`` is the store's name of the space when it differs from the policy's (a policy may call
+    the stored space "blobs" ``e``: ``embedding e = precomputed("blobs")``); scores are shared by all
+    policies that use the same stored space.
+    """
+    name = space or s.space
     if isinstance(s, P.TextScore):
-        return "text|" + json.dumps([s.space, s.prompt], ensure_ascii=False)
+        return "text|" + json.dumps([name, s.prompt], ensure_ascii=False)
     if isinstance(s, P.SimilarScore):
-        return "similar|" + json.dumps([s.space, list(s.keys)], ensure_ascii=False)
-    return "near|" + json.dumps([s.space, list(s.keys), s.threshold], ensure_ascii=False)
+        return "similar|" + json.dumps([name, list(s.keys)], ensure_ascii=False)
+    return "near|" + json.dumps([name, list(s.keys), s.threshold], ensure_ascii=False)
+
+
+def store_space_name(policy: P.CheckedPolicy, name: str) -> str:
+    """The name under which the store keeps a policy's space."""
+    space = policy.space(name)
+    return str(space.param("space")) if space.provider == "precomputed" else name
 
 
 def policy_signals(policy: P.CheckedPolicy) -> list[Signal]:
-    """Every score a policy uses (in rules, lets, slices and cluster names), each once, in order."""
+    """Every score a policy uses (in rules, lets, slices and cluster names), each once, in order.
+
+    Spaces are the policy's names; :func:`signal_id` with :func:`store_space_name` gives the stored id.
+    """
     seen: dict[str, Signal] = {}
     exprs = (
         [x.expr for x in policy.lets]
@@ -128,6 +143,9 @@ class ScoreContext:
     spaces: dict[str, SpaceInfo]
     encoder_for: Callable[[str], Any]
     matrices: dict[str, Matrix] = field(default_factory=dict)
+
+    def sid(self, s: Signal) -> str:
+        return signal_id(s, self.spaces[s.space].name)
 
     def matrix(self, space: str) -> Matrix:
         if space not in self.matrices:
@@ -186,7 +204,7 @@ def ensure_scores(ctx: ScoreContext, signals: list[Signal], force: bool = False)
     con = ctx.store.con
     for s in signals:
         t = time.perf_counter()
-        sid = signal_id(s)
+        sid = ctx.sid(s)
         version = ctx.store.data_version(ctx.spaces[s.space])
         hit = con.execute("SELECT data_version FROM signals WHERE id = ?", [sid]).fetchall()
         if hit and hit[0][0] == version and not force:
@@ -207,7 +225,7 @@ def ensure_scores(ctx: ScoreContext, signals: list[Signal], force: bool = False)
             con.execute(
                 "INSERT INTO signals VALUES (?, ?, ?, ?, ?, now()) ON CONFLICT (id) DO UPDATE SET "
                 "data_version = excluded.data_version, computed_at = excluded.computed_at",
-                [sid, kind, s.space, json.dumps(args), version],
+                [sid, kind, ctx.spaces[s.space].name, json.dumps(args), version],
             )
         out.append(SignalReport(sid, len(values), False, time.perf_counter() - t))
     return out
