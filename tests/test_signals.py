@@ -18,13 +18,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-from labelql import policy as P  # noqa: E402
-from labelql.checker import check_text  # noqa: E402
-from labelql.embed import EmbedError, embed_rows, ensure_space, load_encoder  # noqa: E402
-from labelql.ingest import IngestOptions, ingest  # noqa: E402
-from labelql.prepare import PrepareOptions, prepare  # noqa: E402
-from labelql.signals import scores_for  # noqa: E402
-from labelql.store import Store  # noqa: E402
+from labelql import policy as P
+from labelql.checker import check_text
+from labelql.embed import EmbedError, embed_rows, ensure_space, load_encoder
+from labelql.ingest import IngestOptions, ingest
+from labelql.prepare import PrepareOptions, prepare
+from labelql.signals import scores_for
+from labelql.store import Store
 
 TINY = 'embedding clip = open_clip("labelql-tiny", random_weights=true)\n'
 
@@ -140,7 +140,7 @@ def test_unknown_model_and_tag_and_missing_checkpoint() -> None:
         load_encoder(bad_tag.space("e"), "cpu")
     assert "laion2b_s34b_b79k" in (e.value.hint or "")
     missing = check_text('labels a\nembedding e = open_clip("ViT-B-32", checkpoint="/nope.pt")\n', "p.lql")
-    with pytest.raises(EmbedError, match="checkpoint file not found: /nope.pt"):
+    with pytest.raises(EmbedError, match=r"checkpoint file not found: /nope\.pt"):
         load_encoder(missing.space("e"), "cpu")
 
 
@@ -278,7 +278,7 @@ def blob_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, np.ndar
 
 
 def test_similar_and_near_match_brute_force(blob_store: tuple[Store, np.ndarray, P.CheckedPolicy]) -> None:
-    store, vecs, policy = blob_store
+    store, vecs, _policy = blob_store
     unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
     keys = [f"b{g}_{i:03d}" for g in range(BLOBS) for i in range(PER_BLOB)]
     idx = {k: i for i, k in enumerate(keys)}
@@ -392,7 +392,7 @@ def test_unknown_anchor_keys_are_named(
         "x.lql",
     )
     with pytest.raises(
-        LabelQLError, match="similar\(a\): 2 anchor keys have no vector in space 'e': nope1, nope2"
+        LabelQLError, match=r"similar\(a\): 2 anchor keys have no vector in space 'e': nope1, nope2"
     ):
         prepare(store, policy)
 
