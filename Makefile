@@ -18,7 +18,7 @@ $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install $(PIPFLAGS) -e '.[dev,hf]'
+	$(PIP) install $(PIPFLAGS) -e '.[dev,all]'
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
@@ -37,6 +37,7 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/parse.py
+	$(BIN)/python benchmarks/signals.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo.duckdb demo_media
