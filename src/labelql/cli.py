@@ -30,7 +30,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Tables are wide: when output goes to a file or a pipe, don't squeeze them into 80 columns.
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def _print_json(data: Any) -> None:
@@ -470,7 +473,7 @@ def fmt(policies: tuple[Path, ...], check_only: bool) -> None:
 @click.argument("policy", type=click.Path(path_type=Path))
 @click.option(
     "--stage",
-    type=click.Choice(["tokens", "ast", "policy"]),
+    type=click.Choice(["tokens", "ast", "policy", "plan", "sql"]),
     default="policy",
     show_default=True,
     help="Which stage of the compiler to show.",
@@ -513,7 +516,27 @@ def explain(policy: Path, stage: str, as_json: bool) -> None:
     from labelql.checker import check_file
 
     checked = check_file(policy, text)
-    _print_json(checked.to_json())
+    if stage == "policy":
+        _print_json(checked.to_json())
+        return
+    from labelql.compiler import decide_select, features_select, render
+    from labelql.plan import build_plan
+
+    plan = build_plan(checked)
+    if stage == "plan":
+        _print_json(plan.to_json())
+        return
+    # Cluster runs are known only against a database: the SQL shows run id 0 in their place.
+    runs = {c.source: 0 for c in plan.columns if c.kind == "cluster"}
+    features = render(features_select(plan, runs), pretty=True)
+    decide = render(decide_select(plan, "_features"), pretty=True)
+    if as_json:
+        _print_json({"features": features, "decide": decide})
+    else:
+        click.echo(f"-- inputs, one row per data row\nCREATE TEMP TABLE _features AS\n{features};\n")
+        click.echo(
+            f"-- every let and rule, then the routing decision\nCREATE TEMP TABLE _assign AS\n{decide};"
+        )
 
 
 # -- signals -------------------------------------------------------------------------------------
@@ -919,6 +942,275 @@ def plot(policy: Path, map_name: str, color: str, output: Path, html: bool, db: 
         else:
             n = plot_png(store, map_id, title, color, run_id, output)
     click.echo(f"wrote {output} ({n} points)")
+
+
+# -- engine --------------------------------------------------------------------------------------
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def print_run(result: Any, title: str, con: Any = None) -> None:
+    """The route table in the guide's shape, then rules, lets and labels."""
+    from rich.table import Table
+
+    con = con or _console()
+    names = {
+        "done": "Direct classification (done)",
+        "review": "Human in the loop (review)",
+        "manual": "Manual classification",
+    }
+    t = Table(title=title)
+    t.add_column("")
+    for r in result.routes:
+        t.add_column(names[r["route"]], justify="right")
+    t.add_row("# of data rows classified", *[f"{r['rows']:,} ({_pct(r['share'])})" for r in result.routes])
+    t.add_row(
+        "# of errors (against gold)",
+        *["-" if r["errors"] is None else f"{r['errors']:,} of {r['gold']:,}" for r in result.routes],
+    )
+    t.add_row(
+        "accuracy, measured [95% CI]",
+        *["-" if r["accuracy"] is None else _pct(r["accuracy"], 2) + _ci(r["ci95"]) for r in result.routes],
+    )
+    t.add_row(
+        "accuracy, estimated (label model)", *[_pct(r.get("estimated_accuracy"), 2) for r in result.routes]
+    )
+    t.add_row("cumulative coverage", *[_pct(r["cumulative_coverage"], 2) for r in result.routes])
+    con.print(t)
+    if result.rules:
+        rt = Table(title="rules")
+        for col in (
+            "rule",
+            "label -> route",
+            "matched",
+            "coverage",
+            "overlaps",
+            "conflicts",
+            "decided",
+            "accuracy (gold) [95% CI], n",
+            "estimated (model)",
+        ):
+            rt.add_column(col, justify="right" if col not in ("rule", "label -> route") else "left")
+        for r in result.rules:
+            measured = (
+                "-" if r["accuracy"] is None else f"{_pct(r['accuracy'], 2)}{_ci(r['ci95'])}, {r['gold']:,}"
+            )
+            rt.add_row(
+                r["rule"],
+                f"{r['label']} -> {r['route']}",
+                f"{r['matched']:,}",
+                _pct(r["coverage"]),
+                f"{r['overlaps']:,}",
+                f"{r['conflicts']:,}",
+                f"{r['decided']:,}",
+                measured,
+                _pct(r.get("estimated_accuracy"), 2),
+            )
+        con.print(rt)
+    bool_lets = [x for x in result.lets if x["matched"] is not None]
+    if bool_lets:
+        lt = Table(title="lets")
+        for col in ("let", "matched", "coverage", "gold labels of matched rows"):
+            lt.add_column(col)
+        for x in bool_lets:
+            mix = ", ".join(f"{k} {v:,}" for k, v in x["gold_mix"].items()) or "-"
+            lt.add_row(x["let"], f"{x['matched']:,}", _pct(x["coverage"]), mix)
+        con.print(lt)
+    lab = Table(title="labels by route")
+    for col in ("label", "done", "review", "manual"):
+        lab.add_column(col, justify="right" if col != "label" else "left")
+    for x in result.labels:
+        lab.add_row(x["label"], f"{x['done']:,}", f"{x['review']:,}", f"{x['manual']:,}")
+    con.print(lab)
+    con.print(
+        f"{result.rows if hasattr(result, 'rows') else result.total:,} rows, {result.gold_rows:,} with gold. "
+        "'measured' compares with gold labels (audit > import > ingest); 'estimated' is the label model's "
+        "(Dawid-Skene, rules assumed independent given the label): modelled, not measured.",
+        markup=False,
+    )
+
+
+def _export(store: Store, plan: Any, path: Path) -> int:
+    from labelql.plot import signal_labels
+
+    score_cols = [c for c in plan.columns if c.kind == "score"]
+    labels = dict(signal_labels([c.source for c in score_cols]))
+    inverse = {sid: lab for lab, sid in labels.items()}
+    cols = ["key", "label", "route", "array_to_string(rules, ', ') AS rules", "reason"] + [
+        c.name for c in score_cols
+    ]
+    from labelql.store import fetch_arrow
+
+    table = fetch_arrow(store.con, f"SELECT {', '.join(cols)} FROM _assign ORDER BY key")
+    table = table.rename_columns(
+        ["key", "label", "route", "rules", "reason"] + [inverse[c.source] for c in score_cols]
+    )
+    _write_table(table, path)
+    return int(table.num_rows)
+
+
+def _write_table(table: Any, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    elif suffix == ".csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, path)
+    elif suffix in (".jsonl", ".ndjson"):
+        with path.open("w", encoding="utf-8") as f:
+            for rec in table.to_pylist():
+                f.write(json.dumps(rec, default=str, ensure_ascii=False) + "\n")
+    else:
+        raise LabelQLError(f"don't know how to write {path}", hint="use .parquet, .csv or .jsonl")
+
+
+@main.command()
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write key, label, route, rule and scores (.parquet, .csv or .jsonl).",
+)
+@click.option("--no-keep", is_flag=True, help="Do not store this run.")
+@db_option
+@json_option
+def run(policy: Path, export_path: Path | None, no_keep: bool, db: Path, as_json: bool) -> None:
+    """Route every row to done / review / manual and measure every rule."""
+    from labelql.checker import check_file
+    from labelql.engine import run_policy
+    from labelql.plan import build_plan
+
+    checked = check_file(policy)
+    with open_store(db) as store:
+        result = run_policy(store, checked, keep=not no_keep)
+        exported = _export(store, build_plan(checked), export_path) if export_path else None
+    if as_json:
+        _print_json({**result.to_json(), "exported": exported})
+        return
+    print_run(result, f"{policy} (run {result.run_id})" if result.run_id else str(policy))
+    if exported is not None:
+        click.echo(f"wrote {export_path} ({exported:,} rows)")
+
+
+@main.command()
+@click.argument("key")
+@click.argument("policy", type=click.Path(path_type=Path))
+@db_option
+@json_option
+def why(key: str, policy: Path, db: Path, as_json: bool) -> None:
+    """Every rule and let for one row, each condition's value, and the routing decision."""
+    from labelql.checker import check_file
+    from labelql.why import explain_row
+
+    checked = check_file(policy)
+    with open_store(db) as store:
+        report = explain_row(store, checked, key)
+    if as_json:
+        _print_json(report)
+        return
+    con = _console()
+    con.print(
+        f"[bold]{key}[/bold]: {report['label'] or '-'} -> {report['route']}"
+        + (f" ({report['reason']})" if report["reason"] else "")
+    )
+    for section in ("lets", "rules"):
+        for item in report[section]:
+            mark = "✓" if item["value"] is True else ("✗" if item["value"] is False else "null")
+            head = (
+                f"let {item['name']}"
+                if section == "lets"
+                else f"{item['name']}: {item['label']} -> {item['route']}"
+            )
+            con.print(f"{mark} {head}", markup=False)
+            for atom in item["atoms"]:
+                con.print(f"    {atom}", markup=False)
+
+
+@main.command()
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.option("--per-route", type=int, default=50, show_default=True, help="Rows to draw from each route.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="CSV (or .parquet/.jsonl)."
+)
+@db_option
+def sample(policy: Path, per_route: int, seed: int, output: Path, db: Path) -> None:
+    """Draw a stratified random audit sample from the policy's latest run.
+
+    Fill its `label` column and import it with `labelql gold import FILE --source audit`: accuracy per
+    route is then measured on the audit, with intervals.
+    """
+    from labelql.checker import check_file
+    from labelql.store import fetch_arrow
+
+    checked = check_file(policy)
+    with open_store(db, read_only=True) as store:
+        run_id = _latest_run(store, checked)
+        table = fetch_arrow(
+            store.con,
+            (
+                "SELECT a.key, r.uri, a.route, a.label AS pre_label, NULL::VARCHAR AS label FROM run_rows a "
+                "JOIN rows r ON a.key = r.key WHERE a.run_id = ? "
+                "QUALIFY row_number() OVER (PARTITION BY a.route ORDER BY hash(a.key || ?)) <= ? "
+                "ORDER BY a.route, a.key"
+            ),
+            [run_id, str(seed), per_route],
+        )
+    _write_table(table, output)
+    click.echo(
+        f"wrote {output}: {table.num_rows} rows from run {run_id} (up to {per_route} per route); "
+        "fill 'label', then: labelql gold import " + str(output) + " --source audit"
+    )
+
+
+def _latest_run(store: Store, checked: Any) -> int:
+    rows = store.con.execute(
+        "SELECT id FROM runs WHERE policy_hash = ? ORDER BY id DESC LIMIT 1", [checked.source_hash]
+    ).fetchall()
+    if not rows:
+        raise LabelQLError("this policy has not been run on this database", hint="run: labelql run POLICY")
+    return int(rows[0][0])
+
+
+@main.group("export")
+def export_group() -> None:
+    """Export results for other tools."""
+
+
+@export_group.command("review")
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help=".csv, .parquet or .jsonl"
+)
+@db_option
+def export_review(policy: Path, output: Path, db: Path) -> None:
+    """The review queue of the policy's latest run: key, image path, pre-label, rules."""
+    from labelql.checker import check_file
+    from labelql.store import fetch_arrow
+
+    checked = check_file(policy)
+    with open_store(db, read_only=True) as store:
+        run_id = _latest_run(store, checked)
+        table = fetch_arrow(
+            store.con,
+            (
+                "SELECT a.key, r.uri AS path, a.label AS pre_label, array_to_string(a.rules, ', ') AS rules "
+                "FROM run_rows a JOIN rows r ON a.key = r.key WHERE a.run_id = ? AND a.route = 'review' "
+                "ORDER BY a.key"
+            ),
+            [run_id],
+        )
+    _write_table(table, output)
+    click.echo(f"wrote {output}: {table.num_rows} rows to review (run {run_id})")
 
 
 # -- demo ----------------------------------------------------------------------------------------

@@ -133,6 +133,32 @@ MIGRATIONS.append(
     ]
 )
 
+MIGRATIONS.append(
+    # 3: runs of a policy and their per-row assignments
+    [
+        "CREATE SEQUENCE run_id",
+        """CREATE TABLE runs (
+            id           INTEGER PRIMARY KEY DEFAULT nextval('run_id'),
+            policy_path  VARCHAR NOT NULL,
+            policy_text  VARCHAR NOT NULL,
+            policy_hash  VARCHAR NOT NULL,
+            fingerprints JSON NOT NULL,
+            summary      JSON NOT NULL,
+            created_at   TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE run_rows (
+            run_id  INTEGER NOT NULL,
+            key     VARCHAR NOT NULL,
+            label   VARCHAR,
+            route   VARCHAR NOT NULL,
+            rules   VARCHAR[] NOT NULL,
+            matched INTEGER[] NOT NULL,
+            reason  VARCHAR,
+            PRIMARY KEY (run_id, key)
+        )""",
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 _SPACE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 

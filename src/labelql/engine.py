@@ -1,0 +1,345 @@
+"""Apply a checked policy to a store: route every row, measure every rule, keep the run.
+
+``run_policy`` prepares the signals (cache hits when nothing changed), gathers the plan's inputs into one
+wide table, evaluates every let and rule on every row in one pass of DuckDB, routes the rows, and then
+measures: the route table in the guide's shape, per rule and per let statistics with gold accuracy and
+95% Wilson intervals, the label model's *estimated* accuracies where gold is missing, and counts per
+label. The run (policy text and hash, model fingerprints, per-row assignments) is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlglot import exp
+
+from labelql import policy as P
+from labelql.compiler import decide_select, features_select, render
+from labelql.diagnostics import LabelQLError
+from labelql.plan import Plan, build_plan, let_column, rule_column
+from labelql.store import Store, fetch_arrow
+
+GOLD_PRIORITY = "CASE source WHEN 'audit' THEN 0 WHEN 'import' THEN 1 ELSE 2 END"
+GOLD_VIEW = f"SELECT key, arg_min(label, {GOLD_PRIORITY}) AS gold FROM gold GROUP BY key"
+
+
+def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
+    """The Wilson score interval for a proportion (95% by default); None when n = 0."""
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    total: int
+    routes: list[dict[str, Any]]
+    rules: list[dict[str, Any]]
+    lets: list[dict[str, Any]]
+    labels: list[dict[str, Any]]
+    gold_rows: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "rows": self.total,
+            "rows_with_gold": self.gold_rows,
+            "routes": self.routes,
+            "rules": self.rules,
+            "lets": self.lets,
+            "labels": self.labels,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "notices": self.notices,
+        }
+
+
+def latest_cluster_runs(store: Store, policy: P.CheckedPolicy) -> dict[str, int]:
+    """The newest cluster run of each projection the policy clusters (by its map's key)."""
+    from labelql.maps import full_params
+    from labelql.signals import store_space_name
+
+    out = {}
+    for cset in policy.cluster_sets:
+        proj = policy.projection(cset.projection)
+        rows = store.con.execute(
+            "SELECT r.id FROM cluster_runs r JOIN maps m ON r.map_id = m.id WHERE m.space = ? AND m.kind = ? "
+            "AND m.params = ?::JSON ORDER BY r.id DESC LIMIT 1",
+            [store_space_name(policy, proj.space), proj.kind, json.dumps(full_params(proj), sort_keys=True)],
+        ).fetchall()
+        if rows:
+            out[cset.projection] = int(rows[0][0])
+    return out
+
+
+def materialize(store: Store, plan: Plan, table: str = "_features") -> dict[str, int]:
+    runs = latest_cluster_runs(store, plan.policy)
+    missing = [c.source for c in plan.columns if c.kind == "cluster" and c.source not in runs]
+    if missing:
+        raise LabelQLError(
+            f"no clusters computed for {', '.join(missing)}", hint="run: labelql prepare POLICY"
+        )
+    sql = render(features_select(plan, runs))
+    store.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}")
+    return runs
+
+
+def decide(store: Store, plan: Plan, features: str = "_features", table: str = "_assign") -> None:
+    store.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {render(decide_select(plan, features))}")
+
+
+def _count_if(cond: Any) -> Any:
+    return exp.func("count_if", cond)
+
+
+def rule_stats(store: Store, plan: Plan, table: str = "_assign") -> list[dict[str, Any]]:
+    """Matched rows, coverage, overlaps, conflicts, decided rows and gold accuracy, per rule."""
+    rules = plan.policy.rules
+    if not rules:
+        return []
+    gold = exp.column("gold", "g")
+    q = (
+        exp.select(exp.func("count", exp.Star()))
+        .from_(exp.to_table(table).as_("a"))
+        .join(
+            exp.Subquery(
+                this=exp.maybe_parse(GOLD_VIEW, dialect="duckdb"),
+                alias=exp.TableAlias(this=exp.to_identifier("g")),
+            ),
+            on=exp.EQ(this=exp.column("key", "a"), expression=exp.column("key", "g")),
+            join_type="left",
+        )
+    )
+    for r in rules:
+        col = exp.column(rule_column(r.index), "a")
+        name = exp.Literal.string(r.name)
+        in_rules = exp.func("list_contains", exp.column("rules", "a"), name)
+        q = q.select(
+            _count_if(col),
+            _count_if(
+                exp.and_(
+                    col,
+                    exp.GT(
+                        this=exp.func("len", exp.column("matched", "a")), expression=exp.Literal.number(1)
+                    ),
+                )
+            ),
+            _count_if(
+                exp.and_(
+                    in_rules, exp.NEQ(this=exp.column("route", "a"), expression=exp.Literal.string("manual"))
+                )
+            ),
+            _count_if(
+                exp.and_(
+                    in_rules,
+                    exp.Like(this=exp.column("reason", "a"), expression=exp.Literal.string("conflict%")),
+                )
+            ),
+            _count_if(exp.and_(col, exp.Not(this=exp.Is(this=gold, expression=exp.Null())))),
+            _count_if(exp.and_(col, exp.EQ(this=gold, expression=exp.Literal.string(r.label)))),
+        )
+    row = store.con.execute(render(q)).fetchall()[0]
+    total = row[0]
+    out = []
+    for i, r in enumerate(rules):
+        matched, overlaps, decided, conflicts, n_gold, correct = row[1 + 6 * i : 7 + 6 * i]
+        ci = wilson(correct, n_gold)
+        out.append(
+            {
+                "rule": r.name,
+                "label": r.label,
+                "route": r.route,
+                "matched": matched,
+                "coverage": matched / total if total else 0.0,
+                "overlaps": overlaps,
+                "conflicts": conflicts,
+                "decided": decided,
+                "gold": n_gold,
+                "correct": correct,
+                "accuracy": correct / n_gold if n_gold else None,
+                "ci95": list(ci) if ci else None,
+            }
+        )
+    return out
+
+
+def let_stats(store: Store, plan: Plan, table: str = "_assign") -> list[dict[str, Any]]:
+    """Per boolean let: matched rows, coverage, and the gold label mix of what it matches."""
+    out: list[dict[str, Any]] = []
+    total = store.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    for i, x in enumerate(plan.policy.lets):
+        if x.expr.type != P.BOOL:
+            out.append({"let": x.name, "type": x.expr.type, "matched": None})
+            continue
+        col = let_column(i)
+        matched = store.con.execute(f"SELECT count_if({col}) FROM {table}").fetchall()[0][0]
+        mix = store.con.execute(
+            f"SELECT g.gold, count(*) FROM {table} a JOIN ({GOLD_VIEW}) g ON a.key = g.key WHERE a.{col} "
+            "GROUP BY g.gold ORDER BY 2 DESC"
+        ).fetchall()
+        out.append(
+            {
+                "let": x.name,
+                "type": P.BOOL,
+                "matched": matched,
+                "coverage": matched / total if total else 0.0,
+                "gold_mix": {k: v for k, v in mix},
+            }
+        )
+    return out
+
+
+def route_table(store: Store, table: str = "_assign") -> list[dict[str, Any]]:
+    """The guide's table: rows classified, errors against gold, accuracy, cumulative coverage."""
+    rows = dict(
+        (r[0], r[1:])
+        for r in store.con.execute(
+            f"SELECT a.route, count(*), count(g.gold), count_if(a.label IS NOT NULL AND g.gold IS NOT NULL "
+            f"AND a.label <> g.gold) FROM {table} a LEFT JOIN ({GOLD_VIEW}) g ON a.key = g.key "
+            "GROUP BY a.route"
+        ).fetchall()
+    )
+    total = sum(v[0] for v in rows.values())
+    out, cumulative = [], 0
+    for route in ("done", "review", "manual"):
+        n, n_gold, errors = rows.get(route, (0, 0, 0))
+        cumulative += n
+        measured = route != "manual" and n_gold > 0
+        ci = wilson(n_gold - errors, n_gold) if measured else None
+        out.append(
+            {
+                "route": route,
+                "rows": n,
+                "share": n / total if total else 0.0,
+                "gold": n_gold,
+                "errors": errors if route != "manual" else None,
+                "accuracy": (n_gold - errors) / n_gold if measured else None,
+                "ci95": list(ci) if ci else None,
+                "cumulative_coverage": cumulative / total if total else 0.0,
+            }
+        )
+    return out
+
+
+def label_counts(store: Store, table: str = "_assign") -> list[dict[str, Any]]:
+    rows = store.con.execute(
+        f"SELECT label, route, count(*) FROM {table} GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    per: dict[str, dict[str, int]] = {}
+    for label, route, n in rows:
+        per.setdefault(label or "(none)", {"done": 0, "review": 0, "manual": 0})[route] = n
+    return [{"label": k, **v} for k, v in per.items()]
+
+
+def estimate(
+    store: Store,
+    plan: Plan,
+    rules: list[dict[str, Any]],
+    routes: list[dict[str, Any]],
+    table: str = "_assign",
+) -> None:
+    """Add the label model's estimated accuracies (modelled, not measured) to the rule and route rows."""
+    from labelql.labelmodel import fit
+
+    pol = plan.policy
+    if not pol.rules:
+        return
+    cols = ", ".join(rule_column(r.index) for r in pol.rules)
+    arrow = fetch_arrow(store.con, f"SELECT {cols}, label, route FROM {table}")
+    votes = np.column_stack(
+        [arrow.column(rule_column(r.index)).to_numpy(zero_copy_only=False).astype(bool) for r in pol.rules]
+    )
+    labels = tuple(pol.labels)
+    model = fit(votes, [labels.index(r.label) for r in pol.rules], labels)
+    acc = model.rule_accuracy()
+    for r, est in zip(rules, acc, strict=True):
+        r["estimated_accuracy"] = float(est) if r["matched"] else None
+    post = model.posterior(votes)
+    assigned = arrow.column("label").to_pylist()
+    route_col = np.asarray(arrow.column("route").to_pylist(), dtype=object)
+    idx = np.asarray([labels.index(a) if a in labels else -1 for a in assigned])
+    p_assigned = np.where(idx >= 0, post[np.arange(len(idx)), np.maximum(idx, 0)], np.nan)
+    for r in routes:
+        m = (route_col == r["route"]) & ~np.isnan(p_assigned)
+        r["estimated_accuracy"] = float(p_assigned[m].mean()) if r["route"] != "manual" and m.any() else None
+
+
+def run_policy(
+    store: Store,
+    policy: P.CheckedPolicy,
+    *,
+    prepare_first: bool = True,
+    keep: bool = True,
+    options: Any = None,
+) -> RunResult:
+    """Prepare, route, measure and (with ``keep``) store a run; see the module docstring."""
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    notices: list[str] = []
+    if prepare_first:
+        from labelql.prepare import prepare
+
+        report = prepare(store, policy, options)
+        for e in report.embeddings:
+            notices.extend(e.notices)
+    seconds["prepare"] = time.perf_counter() - t0
+    plan = build_plan(policy)
+    t = time.perf_counter()
+    materialize(store, plan)
+    decide(store, plan)
+    seconds["route"] = time.perf_counter() - t
+    t = time.perf_counter()
+    total = store.con.execute("SELECT count(*) FROM _assign").fetchall()[0][0]
+    gold_rows = store.con.execute(
+        f"SELECT count(*) FROM _assign a JOIN ({GOLD_VIEW}) g ON a.key = g.key"
+    ).fetchall()[0][0]
+    routes = route_table(store)
+    rules = rule_stats(store, plan)
+    lets = let_stats(store, plan)
+    labels = label_counts(store)
+    seconds["measure"] = time.perf_counter() - t
+    t = time.perf_counter()
+    estimate(store, plan, rules, routes)
+    seconds["label_model"] = time.perf_counter() - t
+    run_id = store_run(store, policy, routes, rules, lets, labels) if keep else 0
+    seconds["total"] = time.perf_counter() - t0
+    return RunResult(run_id, total, routes, rules, lets, labels, gold_rows, seconds, notices)
+
+
+def store_run(
+    store: Store,
+    policy: P.CheckedPolicy,
+    routes: list[dict[str, Any]],
+    rules: list[dict[str, Any]],
+    lets: list[dict[str, Any]],
+    labels: list[dict[str, Any]],
+) -> int:
+    text = policy.sources.texts.get(policy.path, "") if policy.sources else ""
+    fingerprints = {s.name: s.fingerprint for s in store.spaces()}
+    summary = json.dumps({"routes": routes, "rules": rules, "lets": lets, "labels": labels}, default=str)
+    with store.transaction() as con:
+        run_id = con.execute(
+            "INSERT INTO runs (policy_path, policy_text, policy_hash, fingerprints, summary, created_at) "
+            "VALUES (?, ?, ?, ?::JSON, ?::JSON, now()) RETURNING id",
+            [policy.path, text, policy.source_hash, json.dumps(fingerprints), summary],
+        ).fetchall()[0][0]
+        con.execute(
+            "INSERT INTO run_rows SELECT ?, key, label, route, rules, matched, reason FROM _assign", [run_id]
+        )
+    return int(run_id)
+
+
+def policy_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
