@@ -272,9 +272,10 @@ def decide_select(plan: Plan, features: str) -> exp.Select:
     )
 
     def conflict(route_name: str) -> exp.Expression:
+        labels = exp.func("list_sort", _col(f"{route_name}_labels"))
         return exp.DPipe(
             this=exp.Literal.string(f"conflict at {route_name}: "),
-            expression=exp.func("array_to_string", _col(f"{route_name}_labels"), exp.Literal.string(" vs ")),
+            expression=exp.func("array_to_string", labels, exp.Literal.string(" vs ")),
         )
 
     reason = exp.Case(
