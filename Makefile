@@ -17,11 +17,16 @@ $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install $(PIPFLAGS) -e .
 	touch $@
 
-$(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install $(PIPFLAGS) -e '.[dev,all]'
+# The demo's data is simulated: it needs the maps (UMAP, t-SNE, HDBSCAN), not torch.
+$(VENV)/.demo: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install $(PIPFLAGS) -e '.[maps]'
 	touch $@ $(VENV)/.core
 
-demo: $(VENV)/.core
+$(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install $(PIPFLAGS) -e '.[dev,all]'
+	touch $@ $(VENV)/.core $(VENV)/.demo
+
+demo: $(VENV)/.demo
 	$(BIN)/labelql demo
 
 # pytest exits 5 when it collected no test: that is a failure here, said plainly.
@@ -38,6 +43,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/parse.py
 	$(BIN)/python benchmarks/signals.py
+	$(BIN)/python benchmarks/engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo.duckdb demo_media

@@ -317,7 +317,7 @@ def test_run_is_stored_and_exported(tmp_path: Path, scored: tuple[Store, Plan]) 
 
     from labelql.cli import main
 
-    store, plan = scored
+    store, _ = scored
     pol = tmp_path / "m.lql"
     pol.write_text(
         'labels a, b\nembedding e = precomputed("e")\n'

@@ -25,7 +25,7 @@ MAX_ERRORS = 20
 BUILTINS = {"added": P.TIMESTAMP, "unlabeled": P.BOOL}
 BOOLEANS = {"true": True, "false": False}
 FUNCTIONS = ("text", "similar", "near", "cluster", "meta", "now")
-PROVIDERS = ("open_clip", "sentence_transformer", "precomputed")
+PROVIDERS = ("open_clip", "sentence_transformer", "precomputed", "simulated")
 PROJECTION_KINDS = ("umap", "tsne", "pca")
 _INTERVAL = re.compile(
     r"^\s*(\d+(\.\d+)?\s*(microsecond|millisecond|second|minute|hour|day|week|month|year)s?\s*)+$", re.I
@@ -71,6 +71,7 @@ PROVIDER_PARAMS = {
     },
     "sentence_transformer": {},
     "precomputed": {},
+    "simulated": {"seed": ParamSpec("int", 0, 2**31 - 1)},
 }
 
 
@@ -405,6 +406,18 @@ class Checker:
                         code="arity",
                     )
                     continue
+            elif prov == "simulated":
+                if len(positional) != 1:
+                    self.error(
+                        'simulated takes a data set name: simulated("cats_dogs", seed=0)',
+                        call.span,
+                        code="arity",
+                    )
+                    continue
+                params["model"] = self._param_value(
+                    positional[0].value, ParamSpec("str", choices=("cats_dogs",)), "simulated data set"
+                )
+                params.update(self._params(named, PROVIDER_PARAMS["simulated"], "simulated"))
             else:
                 if len(positional) != 1 or named:
                     sig = (

@@ -1217,21 +1217,17 @@ def export_review(policy: Path, output: Path, db: Path) -> None:
 @main.command()
 @click.option("--db", "db", default="demo.duckdb", show_default=True, type=click.Path(path_type=Path))
 @click.option(
-    "--data",
-    "data_dir",
+    "--policy",
+    "policy",
     default=None,
     type=click.Path(path_type=Path),
-    help="An ImageFolder to ingest (default: the shared cats-and-dogs sample, else generated images).",
+    help="The policy to run (default: rules/cats_dogs.lql).",
 )
-def demo(db: Path, data_dir: Path | None) -> None:
-    """Build the demo database from scratch and show what it holds.
-
-    Until the engine lands this ingests the cats-and-dogs sample (gold labels from its folders),
-    checks rules/cats_dogs.lql and prints `labelql info`.
-    """
+def demo(db: Path, policy: Path | None) -> None:
+    """Build demo.duckdb from a SIMULATED cats-and-dogs data set and run the guide's policy on it."""
     from labelql.demo import run_demo
 
-    run_demo(db, data_dir, _console())
+    run_demo(db, policy, _console())
 
 
 if __name__ == "__main__":  # pragma: no cover

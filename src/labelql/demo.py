@@ -1,14 +1,15 @@
-"""``labelql demo``: build a demo database from scratch and show it.
+"""``labelql demo`` (what ``make demo`` runs): the guide's policy on a *simulated* cats-and-dogs data set.
 
-The engine is not built yet, so the demo's "main job" is the foundation's: ingest a labelled image
-folder (the shared cats-and-dogs sample when it is there, else a small generated set), check the
-example policy, and print ``labelql info``.
+No pretrained CLIP exists on the machines LabelQL is built on, so the demo builds ``demo.duckdb`` from
+:mod:`labelql.simulate` (18,699 rows whose vectors mimic CLIP's geometry), then runs
+``rules/cats_dogs.lql`` end to end: embeddings, prompt and anchor scores, UMAP and t-SNE maps, named
+clusters, routing, and the route and rule tables. Every output says the data is simulated.
 """
 
 from __future__ import annotations
 
-import os
-import random
+import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,73 +19,65 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_CANDIDATES = (
-    Path("../shared/data/catsdogs-sample"),
-    REPO_ROOT.parent / "shared" / "data" / "catsdogs-sample",
+BANNER = (
+    "SIMULATED DATA: 18,699 rows whose 512-d vectors mimic CLIP on the guide's cats-vs-dogs set "
+    "(labelql.simulate). No real model, no real images."
 )
 
 
-def find_sample() -> Path | None:
-    env = os.environ.get("LABELQL_SAMPLE")
-    for cand in ([Path(env)] if env else []) + list(SAMPLE_CANDIDATES):
-        if cand.is_dir():
+def default_policy() -> Path:
+    for cand in (Path("rules/cats_dogs.lql"), REPO_ROOT / "rules" / "cats_dogs.lql"):
+        if cand.is_file():
             return cand
-    return None
+    raise LabelQLError(
+        "rules/cats_dogs.lql not found", hint="run the demo from a LabelQL checkout, or pass --policy"
+    )
 
 
-def generate_images(root: Path, per_class: int = 60, seed: int = 0) -> Path:
-    """A small ImageFolder of generated pictures (warm 'cat' and cool 'dog' blobs)."""
-    from PIL import Image, ImageDraw
+def build_demo_store(db: Path, seed: int = 0, rows: int | None = None) -> None:
+    """A fresh database with the simulated rows and their gold labels (vectors come with prepare)."""
+    import shutil
 
-    rng = random.Random(seed)
-    for label, base in (("cat", (200, 120, 60)), ("dog", (60, 110, 200))):
-        folder = root / label
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            w, h = rng.randint(48, 160), rng.randint(48, 160)
-            im = Image.new("RGB", (w, h), tuple(min(255, c + rng.randint(-40, 40)) for c in base))
-            d = ImageDraw.Draw(im)
-            for _ in range(3):
-                x, y = rng.randint(0, w - 1), rng.randint(0, h - 1)
-                d.ellipse((x, y, x + w // 3, y + h // 3), fill=tuple(rng.randint(0, 255) for _ in range(3)))
-            im.save(folder / f"{label}.{i}.jpg", quality=85)
-    return root
+    from labelql.simulate import N_ROWS, CatsDogs
+    from labelql.store import Store, staged, upsert_gold
+
+    for path in (db, db.with_name(db.name + ".wal")):
+        if path.exists():
+            path.unlink()
+    shutil.rmtree(db.parent / f"{db.stem}_cache", ignore_errors=True)
+    sim = CatsDogs(seed)
+    n = rows or N_ROWS
+    truths = [sim.truth(i) for i in range(n)]
+    with Store.create(db) as store, store.transaction() as con:
+        meta = json.dumps({"simulated": True})
+        with staged(con, "_demo_rows", ["key"], [[t.key] for t in truths]):
+            con.execute(
+                "INSERT INTO rows (key, kind, uri, text, added_at, source, metadata) "
+                "SELECT key, 'simulated', NULL, NULL, now(), 'simulated demo', ?::JSON FROM _demo_rows",
+                [meta],
+            )
+        upsert_gold(con, [[t.key, t.gold] for t in truths], "ingest")
 
 
-def run_demo(db: Path, data_dir: Path | None, console: Console) -> None:
+def run_demo(db: Path, policy_path: Path | None, console: Console) -> None:
     from labelql.checker import check_file
-    from labelql.cli import _print_ingest, print_info
-    from labelql.ingest import IngestOptions, ingest, media_dir_for
+    from labelql.cli import print_run
+    from labelql.engine import run_policy
     from labelql.store import Store
 
-    if db.exists():
-        db.unlink()
-    wal = db.with_name(db.name + ".wal")
-    if wal.exists():
-        wal.unlink()
-    source = data_dir or find_sample()
-    if source is None:
-        source = generate_images(media_dir_for(db) / "generated")
-        console.print(
-            f"The cats-and-dogs sample was not found; using {source} (generated images).", markup=False
-        )
-    elif not source.is_dir():
-        raise LabelQLError(f"no such folder: {source}")
-    console.print(f"[bold]LabelQL demo[/bold]: ingesting {source} into {db}")
-    with Store.create(db) as store:
-        report = ingest(store, str(source), IngestOptions(labels_from_dirs=True))
-        _print_ingest(report)
-        data = store.info()
-    policy_path = REPO_ROOT / "rules" / "cats_dogs.lql"
-    if policy_path.exists():
-        policy = check_file(policy_path)
-        console.print(
-            f"policy {policy_path.name}: checks clean ({len(policy.rules)} rules, "
-            f"{len(policy.lets)} lets, {len(policy.warnings)} warnings)",
-            markup=False,
-        )
-    print_info(data)
+    t0 = time.perf_counter()
+    policy_path = policy_path or default_policy()
+    policy = check_file(policy_path)
+    console.print(f"[bold]LabelQL demo[/bold] — {BANNER}")
+    console.print(f"building {db} ...", markup=False)
+    build_demo_store(db)
     console.print(
-        "Next: the engine (labelql run) routes rows to done / review / manual; it is not built yet.",
+        f"running {policy_path}: embeddings, scores, UMAP and t-SNE maps, clusters, routing "
+        "(the maps take most of the time) ...",
         markup=False,
     )
+    with Store.open(db) as store:
+        result = run_policy(store, policy)
+    print_run(result, f"{policy_path} on the simulated data set (run {result.run_id})", console)
+    console.print(f"demo finished in {time.perf_counter() - t0:.0f} s. {BANNER}", markup=False)
+    console.print(f"Try: labelql why cat_vs_dog_3 {policy_path} --db {db}", markup=False)

@@ -65,6 +65,8 @@ def space_fingerprint(space: SpaceDef) -> str:
         text = f"open_clip\0{p['model']}\0{source}"
     elif space.provider == "sentence_transformer":
         text = f"sentence_transformer\0{_canonical_st_name(p['model'])}"
+    elif space.provider == "simulated":
+        text = f"simulated\0{p['model']}\0{p.get('seed', 0)}"
     else:
         raise EmbedError(
             f"space '{space.name}' is precomputed: LabelQL does not compute its vectors",
@@ -80,6 +82,8 @@ def model_id(space: SpaceDef) -> str:
             f"checkpoint={p['checkpoint']}" if p.get("checkpoint") else "random"
         )
         return f"{p['model']}/{weights}"
+    if space.provider == "simulated":
+        return f"simulated/{p['model']} (seed {p.get('seed', 0)})"
     return str(p.get("model") or p.get("space"))
 
 
@@ -102,6 +106,8 @@ class Encoder:
     encode_text_batch: Callable[[list[str]], np.ndarray[Any, Any]]
     encode_image_batch: Callable[[Any], np.ndarray[Any, Any]] | None
     notices: list[str] = field(default_factory=list)
+    # Only the simulated model embeds rows by key (its vectors are a function of the key).
+    encode_keys: Callable[[list[str]], np.ndarray[Any, Any]] | None = None
 
     @property
     def random_weights(self) -> bool:
@@ -156,6 +162,8 @@ def load_encoder(space: SpaceDef, device: str = "auto", precision: str | None = 
         return _load_open_clip(space, device, precision or space.param("precision", "fp32"))
     if space.provider == "sentence_transformer":
         return _load_sentence_transformer(space, device)
+    if space.provider == "simulated":
+        return _load_simulated(space)
     raise EmbedError(
         f"space '{space.name}' is precomputed: LabelQL has no model for it",
         hint="text() needs an open_clip or sentence_transformer space",
@@ -278,6 +286,32 @@ def _load_sentence_transformer(space: SpaceDef, device: str) -> Encoder:
     return Encoder(space, dim, space_fingerprint(space), dev, "fp32", model, None, text_batch, None)
 
 
+def _load_simulated(space: SpaceDef) -> Encoder:
+    from labelql.simulate import DIM, CatsDogs, index_of
+
+    sim = CatsDogs(int(space.param("seed", 0)))
+
+    def text_batch(texts: list[str]) -> np.ndarray[Any, Any]:
+        return np.stack([sim.encode_text(t) for t in texts]).astype(np.float32)
+
+    def keys_batch(keys: list[str]) -> np.ndarray[Any, Any]:
+        return sim.vectors([index_of(k) for k in keys]).astype(np.float32)
+
+    return Encoder(
+        space,
+        DIM,
+        space_fingerprint(space),
+        "cpu",
+        "fp32",
+        sim,
+        None,
+        text_batch,
+        None,
+        ["the simulated cats-and-dogs model: vectors that mimic CLIP, not a real model"],
+        keys_batch,
+    )
+
+
 # -- the space in the store ----------------------------------------------------------------------
 def ensure_space(
     store: Store, space: SpaceDef, dim: int | None = None, replace: bool = False
@@ -393,7 +427,6 @@ def embed_rows(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EmbedReport:
     """Embed every row of the store that has no vector in the encoder's space yet."""
-    import torch
 
     space = encoder.space
     info = ensure_space(store, space, encoder.dim, replace=replace)
@@ -427,6 +460,25 @@ def embed_rows(
         if on_batch:
             on_batch(len(keys) + len(errors), report.embedded)
 
+    if encoder.encode_keys is not None:
+        keys = [k for k, *_ in rows]
+        for i in range(0, len(keys), 1024):
+            key_chunk = keys[i : i + 1024]
+            try:
+                commit(key_chunk, encoder.encode_keys(key_chunk), [])
+            except ValueError:  # some keys are not the model's: embed the others one by one
+                good, bad = [], []
+                for k in key_chunk:
+                    try:
+                        good.append((k, encoder.encode_keys([k])[0]))
+                    except ValueError as e:
+                        bad.append((k, str(e)))
+                vecs = (
+                    np.stack([v for _, v in good]) if good else np.zeros((0, encoder.dim), dtype=np.float32)
+                )
+                commit([k for k, _ in good], vecs, bad)
+        report.seconds = time.perf_counter() - t0
+        return report
     for i in range(0, len(texts), batch_size):
         chunk = texts[i : i + batch_size]
         commit([k for k, _ in chunk], encoder.encode_texts([t or "" for _, t in chunk]), [])
@@ -438,6 +490,8 @@ def embed_rows(
                 [(k, f"{space.provider} embeds text rows only") for k, _ in images],
             )
         else:
+            import torch
+
             n_workers = workers if workers is not None else min(4, max(1, (os.cpu_count() or 2) - 1))
             loader: Any = torch.utils.data.DataLoader(
                 _Images(images, encoder.transform),  # type: ignore[arg-type]

@@ -484,6 +484,7 @@ def ingest(
                     f"DELETE FROM {space.table} WHERE key IN (SELECT unnest(?::VARCHAR[]))",
                     [[r[0] for r in changed_rows]],
                 )
+                store.bump_revision(space.table)
         report.added = len(new_rows)
         report.updated = len(changed_rows)
         store.clear_errors("ingest", [i.path for i, c in good if c is not None and i.path])

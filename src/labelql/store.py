@@ -159,6 +159,11 @@ MIGRATIONS.append(
     ]
 )
 
+MIGRATIONS.append(
+    # 4: a space's revision counts writes to its vectors, so caches notice re-embedded rows
+    ["ALTER TABLE spaces ADD COLUMN revision BIGINT DEFAULT 0"]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 _SPACE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
@@ -321,7 +326,8 @@ class Store:
             raise LabelQLError(f"invalid embedding dimension {dim}")
         space_id = _scalar(self.con, "SELECT coalesce(max(id), 0) + 1 FROM spaces")
         self.con.execute(
-            "INSERT INTO spaces VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())",
+            "INSERT INTO spaces (name, id, provider, model_id, dim, fingerprint, random_weights, params, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())",
             [name, space_id, provider, model_id, dim, fingerprint, random_weights, json.dumps(params or {})],
         )
         info = self.space(name)
@@ -367,7 +373,17 @@ class Store:
             f"SELECT count(*), coalesce(bit_xor(hash(key)), 0), coalesce(sum(norm), 0) FROM {space.table}"
         ).fetchall()
         n, h, s = rows[0]
-        return f"{space.id}-{space.fingerprint[:12]}-{n}-{int(h):x}-{float(s):.6g}"
+        # created_at tells apart two databases made at the same path; revision counts vector writes.
+        meta = self.con.execute(
+            "SELECT created_at, revision FROM spaces WHERE name = ?", [space.name]
+        ).fetchall()
+        created, revision = meta[0] if meta else ("", 0)
+        return f"{space.id}-{space.fingerprint[:12]}-{created}-{revision}-{n}-{int(h):x}-{float(s):.6g}"
+
+    def bump_revision(self, table: str) -> None:
+        """Record that a space's vectors changed (called by every write to a vector table)."""
+        space_id = int(table.removeprefix("vectors_"))
+        self.con.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", [space_id])
 
     # -- errors ----------------------------------------------------------------------------------
     def record_errors(

@@ -221,6 +221,7 @@ def store_vectors(store: Store, table: str, keys: list[str], matrix: np.ndarray[
         store.con.execute(f"INSERT INTO {table} SELECT key, vec, norm FROM _vectors_in")
     finally:
         store.con.unregister("_vectors_in")
+    store.bump_revision(table)
 
 
 def import_gold(store: Store, path: Path, source: str = "import") -> dict[str, Any]:
