@@ -133,3 +133,24 @@ def image_folder(tmp_path: Path) -> Path:
     (root / "dog" / "dangling.jpg").symlink_to(root / "does-not-exist.jpg")
     (root / "dog" / "readme.txt").write_text("not an image extension: ignored")
     return root
+
+
+def generate_images(root: Path, per_class: int = 60, seed: int = 0) -> Path:
+    """A small ImageFolder of generated pictures (warm 'cat' and cool 'dog' blobs)."""
+    import random
+
+    from PIL import ImageDraw
+
+    rng = random.Random(seed)
+    for label, base in (("cat", (200, 120, 60)), ("dog", (60, 110, 200))):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            w, h = rng.randint(48, 160), rng.randint(48, 160)
+            im = Image.new("RGB", (w, h), tuple(min(255, c + rng.randint(-40, 40)) for c in base))
+            d = ImageDraw.Draw(im)
+            for _ in range(3):
+                x, y = rng.randint(0, w - 1), rng.randint(0, h - 1)
+                d.ellipse((x, y, x + w // 3, y + h // 3), fill=tuple(rng.randint(0, 255) for _ in range(3)))
+            im.save(folder / f"{label}.{i}.jpg", quality=85)
+    return root

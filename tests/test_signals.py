@@ -35,7 +35,7 @@ def tiny_policy(extra: str = "") -> P.CheckedPolicy:
 
 @pytest.fixture(scope="session")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from labelql.demo import generate_images
+    from conftest import generate_images
 
     return generate_images(tmp_path_factory.mktemp("gen") / "images", per_class=40)
 

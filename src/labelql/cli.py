@@ -933,14 +933,15 @@ def plot(policy: Path, map_name: str, color: str, output: Path, html: bool, db: 
         if not rows:
             raise LabelQLError(f"map {map_name} is not computed yet", hint="run: labelql prepare POLICY")
         map_id = int(rows[0][0])
+        policy_run = _latest_run(store, checked) if color in ("label", "route") else None
         has_clusters = map_name in [c.projection for c in checked.cluster_sets]
         run_id = _latest_cluster_run(store, checked, map_name) if has_clusters else None
         title = f"{map_name}: {proj.kind} of {proj.space}, coloured by {color}"
         if html:
             sids = [signal_id(s, store_space_name(checked, s.space)) for s in policy_signals(checked)]
-            n = plot_html(store, map_id, title, color, run_id, output, signal_labels(sids))
+            n = plot_html(store, map_id, title, color, run_id, output, signal_labels(sids), policy_run)
         else:
-            n = plot_png(store, map_id, title, color, run_id, output)
+            n = plot_png(store, map_id, title, color, run_id, output, policy_run)
     click.echo(f"wrote {output} ({n} points)")
 
 
@@ -1223,11 +1224,12 @@ def export_review(policy: Path, output: Path, db: Path) -> None:
     type=click.Path(path_type=Path),
     help="The policy to run (default: rules/cats_dogs.lql).",
 )
-def demo(db: Path, policy: Path | None) -> None:
+@click.option("--rows", type=int, default=None, help="Simulate fewer rows than the guide's 18,699 (faster).")
+def demo(db: Path, policy: Path | None, rows: int | None) -> None:
     """Build demo.duckdb from a SIMULATED cats-and-dogs data set and run the guide's policy on it."""
     from labelql.demo import run_demo
 
-    run_demo(db, policy, _console())
+    run_demo(db, policy, _console(), rows)
 
 
 if __name__ == "__main__":  # pragma: no cover

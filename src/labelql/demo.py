@@ -59,7 +59,7 @@ def build_demo_store(db: Path, seed: int = 0, rows: int | None = None) -> None:
         upsert_gold(con, [[t.key, t.gold] for t in truths], "ingest")
 
 
-def run_demo(db: Path, policy_path: Path | None, console: Console) -> None:
+def run_demo(db: Path, policy_path: Path | None, console: Console, rows: int | None = None) -> None:
     from labelql.checker import check_file
     from labelql.cli import print_run
     from labelql.engine import run_policy
@@ -68,9 +68,11 @@ def run_demo(db: Path, policy_path: Path | None, console: Console) -> None:
     t0 = time.perf_counter()
     policy_path = policy_path or default_policy()
     policy = check_file(policy_path)
+    from labelql.simulate import N_ROWS
+
     console.print(f"[bold]LabelQL demo[/bold] — {BANNER}")
-    console.print(f"building {db} ...", markup=False)
-    build_demo_store(db)
+    console.print(f"building {db}: {rows or N_ROWS:,} simulated rows ...", markup=False)
+    build_demo_store(db, rows=rows)
     console.print(
         f"running {policy_path}: embeddings, scores, UMAP and t-SNE maps, clusters, routing "
         "(the maps take most of the time) ...",

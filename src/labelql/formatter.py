@@ -125,6 +125,9 @@ def statement(s: A.Statement, pad: int = 0) -> list[str]:
     head, body = _head_and_body(s, pad)
     tail = f" -> {s.route.value.lower()}" if isinstance(s, A.Rule) else ""
     line = f"{head} {body}{tail}"
+    if isinstance(s, A.Clusters) and len(line) > MAX_WIDTH and len(s.clusters) > 1:
+        defs = [f"{c.name.value} = {call(c.namer)}" for c in s.clusters]
+        return [f"{head} {defs[0]},"] + [f"{INDENT}{d}," for d in defs[1:-1]] + [f"{INDENT}{defs[-1]}"]
     cond = s.condition if isinstance(s, A.Rule) else s.expr if isinstance(s, A.Let | A.Slice) else None
     if len(line) <= MAX_WIDTH or not isinstance(cond, A.And | A.Or):
         return [line]

@@ -17,8 +17,10 @@ NOISE = "(unclustered)"
 NO_GOLD = "(no gold)"
 
 
-def colour_values(store: Store, keys: list[str], color: str, run_id: int | None) -> list[str]:
-    """The legend value of every point."""
+def colour_values(
+    store: Store, keys: list[str], color: str, run_id: int | None, policy_run: int | None = None
+) -> list[str]:
+    """The legend value of every point (``policy_run``: the engine run for --color label / route)."""
     if color == "cluster":
         if run_id is None:
             raise LabelQLError(
@@ -35,10 +37,15 @@ def colour_values(store: Store, keys: list[str], color: str, run_id: int | None)
     if color == "gold":
         rows = dict(store.con.execute("SELECT key, any_value(label) FROM gold GROUP BY key").fetchall())
         return [rows.get(k, NO_GOLD) for k in keys]
-    raise LabelQLError(
-        f"--color {color} needs the engine's results (labelql run), which do not exist yet",
-        hint="use --color cluster or --color gold",
-    )
+    if color in ("label", "route"):
+        if policy_run is None:
+            raise LabelQLError(f"--color {color} needs a run of this policy", hint="run: labelql run POLICY")
+        expr = "coalesce(label, '(manual)')" if color == "label" else "route"
+        rows = dict(
+            store.con.execute(f"SELECT key, {expr} FROM run_rows WHERE run_id = ?", [policy_run]).fetchall()
+        )
+        return [rows.get(k, "(not in the run)") for k in keys]
+    raise LabelQLError(f"unknown colouring {color!r}", hint="use cluster, gold, label or route")
 
 
 def _palette(values: list[str]) -> dict[str, Any]:
@@ -51,14 +58,22 @@ def _palette(values: list[str]) -> dict[str, Any]:
     return out
 
 
-def plot_png(store: Store, map_id: int, title: str, color: str, run_id: int | None, out: Path) -> int:
+def plot_png(
+    store: Store,
+    map_id: int,
+    title: str,
+    color: str,
+    run_id: int | None,
+    out: Path,
+    policy_run: int | None = None,
+) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys, xy = map_coords(store, map_id)
-    values = colour_values(store, keys, color, run_id)
+    values = colour_values(store, keys, color, run_id, policy_run)
     pal = _palette(values)
     fig, ax = plt.subplots(figsize=(9, 7), dpi=110)
     size = max(2.0, min(30.0, 4000 / max(1, len(keys))))
@@ -97,13 +112,14 @@ def plot_html(
     run_id: int | None,
     out: Path,
     signals: list[tuple[str, str]],
+    policy_run: int | None = None,
 ) -> int:
     try:
         import plotly.graph_objects as go
     except ImportError:
         raise LabelQLError("--html needs plotly", hint="pip install plotly") from None
     keys, xy = map_coords(store, map_id)
-    values = colour_values(store, keys, color, run_id)
+    values = colour_values(store, keys, color, run_id, policy_run)
     scores: dict[str, dict[str, float]] = {}
     for label, sid in signals:
         scores[label] = dict(

@@ -43,8 +43,13 @@ class RowTruth:
 
 
 # The guide's example policy names these rows as anchors: they are clear members of their class.
-ANCHOR_ROWS = {3: ("dog", "single"), 8: ("dog", "single"), 12: ("cat", "single"), 57: ("cat", "pair"),
-               101: ("cat", "young")}
+ANCHOR_ROWS = {
+    3: ("dog", "single"),
+    8: ("dog", "single"),
+    12: ("cat", "single"),
+    57: ("cat", "pair"),
+    101: ("cat", "young"),
+}
 
 
 class CatsDogs:
@@ -91,7 +96,7 @@ class CatsDogs:
         else:
             group = "single" if g < 0.92 else "young"
         d = r.random()
-        difficulty = "easy" if d < 0.86 else ("hard" if d < 0.9985 else "ambiguous")
+        difficulty = "easy" if d < 0.83 else ("hard" if d < 0.9985 else "ambiguous")
         gold = label if r.random() >= 0.0012 else ("dog" if label == "cat" else "cat")
         if i in ANCHOR_ROWS:
             label, group = ANCHOR_ROWS[i]
