@@ -18,6 +18,7 @@ import time
 import duckdb
 import numpy as np
 import pyarrow as pa
+from _timing import best  # benchmarks/ is on sys.path when a script runs
 from rich.console import Console
 from rich.table import Table
 
@@ -93,15 +94,6 @@ def numpy_masks(plan, d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     )
     label = np.where(route == 2, np.where(done_dog, 1, 0), np.where(route == 1, np.where(rev_dog, 1, 0), -1))
     return route, label
-
-
-def best(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import best  # benchmarks/ is on sys.path when a script runs
 from rich.console import Console
 from rich.table import Table
 
@@ -36,15 +37,6 @@ def make_policy(n: int) -> str:
             f'AND NOT text("photo of a {other}") BETWEEN 0.5 AND 0.7 -> {route}'
         )
     return head + "\n".join(body) + "\n"
-
-
-def best_of(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
@@ -78,9 +70,9 @@ def main() -> None:
     toks, _, _ = tokenize(text, "b.lql")
     n_tokens = sum(1 for t in toks if t.type not in ("NL", "COMMENT"))
     n_statements = sum(1 for _ in split_statements(toks))
-    lex = best_of(lambda: tokenize(text, "b.lql"))
-    ours_parse = best_of(lambda: parse(text, "b.lql"))
-    ours_check = best_of(lambda: check_text(text, "b.lql"))
+    lex = best(lambda: tokenize(text, "b.lql"))
+    ours_parse = best(lambda: parse(text, "b.lql"))
+    ours_check = best(lambda: check_text(text, "b.lql"))
 
     # Baseline: Lark's own LALR loop building its parse tree from the same tokens (no AST, no spans).
     from lark import Token as LarkToken
@@ -95,7 +87,7 @@ def main() -> None:
                 ip.feed_token(t)  # type: ignore[arg-type]
             ip.feed_token(LarkToken("$END", ""))
 
-    baseline = best_of(lark_baseline, repeat=3)
+    baseline = best(lark_baseline, repeat=3)
     table = Table(title=f"check: {args.rules:,} rules, {n_tokens:,} tokens, {n_statements:,} statements")
     for col in ("what", "time", "speed vs baseline", "goal"):
         table.add_column(col, justify="right")

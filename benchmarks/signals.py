@@ -22,21 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import best  # benchmarks/ is on sys.path when a script runs
 from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "catsdogs-sample"
 console = Console(width=140)
-
-
-def best(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def part_a(n_images: int, tmp: Path) -> list[tuple[str, ...]]:

@@ -1229,14 +1229,6 @@ def never_matches(e: P.TExpr, lets: dict[str, P.TExpr]) -> str | None:
 
 
 def _signal_text(s: P.TExpr) -> str:
-    if isinstance(s, P.TextScore):
-        return f'text("{s.prompt}")'
-    if isinstance(s, P.SimilarScore):
-        return f"similar({s.anchors or s.keys[0]})"
     if isinstance(s, P.NearCount):
-        return f"near({s.anchors}, {_num(s.threshold)}) (at most {len(s.keys)} anchors)"
-    if isinstance(s, P.ClusterOf):
-        return f"cluster({s.projection})"
-    if isinstance(s, P.MetaField):
-        return f'meta("{s.name}")'
-    return type(s).__name__
+        return f"{P.text_of(s)} (at most {len(s.keys)} anchors)"
+    return P.text_of(s)

@@ -83,12 +83,7 @@ def build_plan(policy: P.CheckedPolicy) -> Plan:
     seen: dict[tuple[str, str], Column] = {}
     counters: dict[str, int] = {}
     holder = Plan(policy, (), {})
-    exprs = (
-        [x.expr for x in policy.lets]
-        + [r.condition for r in policy.rules]
-        + [s.condition for s in policy.slices]
-    )
-    for e in exprs:
+    for e in policy.expressions():
         for node in P.walk(e):
             try:
                 key = holder.key_of(node)

@@ -401,6 +401,14 @@ class CheckedPolicy:
     def space(self, name: str) -> SpaceDef:
         return next(s for s in self.spaces if s.name == name)
 
+    def expressions(self) -> list[TExpr]:
+        """Every expression the policy evaluates: its lets, rule conditions and slices."""
+        return (
+            [x.expr for x in self.lets]
+            + [r.condition for r in self.rules]
+            + [s.condition for s in self.slices]
+        )
+
     def projection(self, name: str) -> ProjectionDef:
         return next(p for p in self.projections if p.name == name)
 
@@ -471,3 +479,50 @@ class CheckedPolicy:
             "imports": list(self.imports),
             "warnings": [w.to_json() for w in self.warnings],
         }
+
+
+def text_of(e: TExpr) -> str:
+    """A readable form of a typed expression, close to how the policy writes it."""
+    if isinstance(e, TextScore):
+        return f'text("{e.prompt}")'
+    if isinstance(e, SimilarScore):
+        return f"similar({e.anchors or repr(e.keys[0])})"
+    if isinstance(e, NearCount):
+        return f"near({e.anchors}, {e.threshold:g})"
+    if isinstance(e, ClusterOf):
+        return f"cluster({e.projection})"
+    if isinstance(e, MetaField):
+        return f'meta("{e.name}")'
+    if isinstance(e, Builtin):
+        return "now()" if e.name == "now" else e.name
+    if isinstance(e, Const):
+        return (
+            repr(e.value) if e.kind == STRING else str(e.value).lower() if e.kind == BOOL else f"{e.value:g}"
+        )
+    if isinstance(e, ClusterName):
+        return e.name
+    if isinstance(e, IntervalConst):
+        return f"interval '{e.text}'"
+    if isinstance(e, LetRef):
+        return e.name
+    if isinstance(e, Arith):
+        return f"{text_of(e.left)} {e.op} {text_of(e.right)}"
+    if isinstance(e, Neg):
+        return f"-{text_of(e.operand)}"
+    if isinstance(e, Cmp):
+        return f"{text_of(e.left)} {e.op} {text_of(e.right)}"
+    if isinstance(e, Range):
+        neg = "NOT " if e.negated else ""
+        return f"{text_of(e.operand)} {neg}BETWEEN {text_of(e.low)} AND {text_of(e.high)}"
+    if isinstance(e, Member):
+        return (
+            f"{text_of(e.operand)} {'NOT ' if e.negated else ''}IN ({', '.join(text_of(i) for i in e.items)})"
+        )
+    if isinstance(e, AllOf | AnyOf):
+        word = " AND " if isinstance(e, AllOf) else " OR "
+        return word.join(
+            f"({text_of(o)})" if isinstance(o, AllOf | AnyOf) else text_of(o) for o in e.operands
+        )
+    if isinstance(e, Negate):
+        return f"NOT {text_of(e.operand)}"
+    raise TypeError(f"no text for {type(e).__name__}")

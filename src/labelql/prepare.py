@@ -83,11 +83,7 @@ def used_spaces(policy: P.CheckedPolicy) -> list[str]:
 
 def used_projections(policy: P.CheckedPolicy) -> list[str]:
     names = [c.projection for c in policy.cluster_sets]
-    for e in (
-        [x.expr for x in policy.lets]
-        + [r.condition for r in policy.rules]
-        + [s.condition for s in policy.slices]
-    ):
+    for e in policy.expressions():
         names.extend(n.projection for n in P.walk(e) if isinstance(n, P.ClusterOf))
     return list(dict.fromkeys(names))
 

@@ -109,12 +109,7 @@ def policy_signals(policy: P.CheckedPolicy) -> list[Signal]:
     Spaces are the policy's names; :func:`signal_id` with :func:`store_space_name` gives the stored id.
     """
     seen: dict[str, Signal] = {}
-    exprs = (
-        [x.expr for x in policy.lets]
-        + [r.condition for r in policy.rules]
-        + [s.condition for s in policy.slices]
-    )
-    for e in exprs:
+    for e in policy.expressions():
         for node in P.walk(e):
             if isinstance(node, P.TextScore | P.SimilarScore | P.NearCount):
                 seen.setdefault(signal_id(node), node)

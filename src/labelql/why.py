@@ -17,58 +17,8 @@ from labelql.diagnostics import LabelQLError, did_you_mean
 from labelql.engine import latest_cluster_runs
 from labelql.evaluate import Evaluator, V, route
 from labelql.plan import Plan, build_plan
+from labelql.policy import text_of
 from labelql.store import Store
-
-
-def text_of(e: P.TExpr) -> str:
-    """A readable form of a typed expression, close to how the policy writes it."""
-    if isinstance(e, P.TextScore):
-        return f'text("{e.prompt}")'
-    if isinstance(e, P.SimilarScore):
-        return f"similar({e.anchors or repr(e.keys[0])})"
-    if isinstance(e, P.NearCount):
-        return f"near({e.anchors}, {e.threshold:g})"
-    if isinstance(e, P.ClusterOf):
-        return f"cluster({e.projection})"
-    if isinstance(e, P.MetaField):
-        return f'meta("{e.name}")'
-    if isinstance(e, P.Builtin):
-        return "now()" if e.name == "now" else e.name
-    if isinstance(e, P.Const):
-        return (
-            repr(e.value)
-            if e.kind == P.STRING
-            else str(e.value).lower()
-            if e.kind == P.BOOL
-            else f"{e.value:g}"
-        )
-    if isinstance(e, P.ClusterName):
-        return e.name
-    if isinstance(e, P.IntervalConst):
-        return f"interval '{e.text}'"
-    if isinstance(e, P.LetRef):
-        return e.name
-    if isinstance(e, P.Arith):
-        return f"{text_of(e.left)} {e.op} {text_of(e.right)}"
-    if isinstance(e, P.Neg):
-        return f"-{text_of(e.operand)}"
-    if isinstance(e, P.Cmp):
-        return f"{text_of(e.left)} {e.op} {text_of(e.right)}"
-    if isinstance(e, P.Range):
-        neg = "NOT " if e.negated else ""
-        return f"{text_of(e.operand)} {neg}BETWEEN {text_of(e.low)} AND {text_of(e.high)}"
-    if isinstance(e, P.Member):
-        return (
-            f"{text_of(e.operand)} {'NOT ' if e.negated else ''}IN ({', '.join(text_of(i) for i in e.items)})"
-        )
-    if isinstance(e, P.AllOf | P.AnyOf):
-        word = " AND " if isinstance(e, P.AllOf) else " OR "
-        return word.join(
-            f"({text_of(o)})" if isinstance(o, P.AllOf | P.AnyOf) else text_of(o) for o in e.operands
-        )
-    if isinstance(e, P.Negate):
-        return f"NOT {text_of(e.operand)}"
-    raise TypeError(f"no text for {type(e).__name__}")
 
 
 def _show(v: V) -> Any:
