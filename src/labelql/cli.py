@@ -1041,12 +1041,17 @@ def _export(store: Store, plan: Any, path: Path) -> int:
     score_cols = [c for c in plan.columns if c.kind == "score"]
     labels = dict(signal_labels([c.source for c in score_cols]))
     inverse = {sid: lab for lab, sid in labels.items()}
-    cols = ["key", "label", "route", "array_to_string(rules, ', ') AS rules", "reason"] + [
+    from labelql.compiler import render, rule_lists
+
+    _, deciding = rule_lists(plan)
+    cols = ["key", "label", "route", f"array_to_string({render(deciding)}, ', ') AS rules", "reason"] + [
         c.name for c in score_cols
     ]
     from labelql.store import fetch_arrow
 
-    table = fetch_arrow(store.con, f"SELECT {', '.join(cols)} FROM _assign ORDER BY key")
+    table = fetch_arrow(
+        store.con, f"SELECT {', '.join(cols)} FROM _assign JOIN _features USING (key) ORDER BY key"
+    )
     table = table.rename_columns(
         ["key", "label", "route", "rules", "reason"] + [inverse[c.source] for c in score_cols]
     )

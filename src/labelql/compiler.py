@@ -177,33 +177,26 @@ def features_select(plan: Plan, cluster_runs: dict[str, int]) -> exp.Select:
     return q
 
 
-def _labels_at(plan: Plan, route: str, what: str) -> Any:
-    """The distinct labels (or rule names) of the rules at ``route`` that match, as a list."""
-    items = []
-    for r in plan.policy.rules:
-        if r.route != route:
-            continue
-        value = exp.Literal.string(r.label if what == "label" else r.name)
-        items.append(exp.Case(ifs=[exp.If(this=_col(rule_column(r.index)), true=value)]))
-    lst = (
-        exp.Array(expressions=items)
-        if items
-        else exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("VARCHAR[]"))
-    )
-    filtered = exp.func(
-        "list_filter",
-        lst,
-        exp.Lambda(
-            this=exp.Not(this=exp.Is(this=exp.column("x"), expression=exp.Null())),
-            expressions=[exp.to_identifier("x")],
-        ),
-    )
-    return exp.func("list_distinct", filtered) if what == "label" else filtered
+def _any_rule(plan: Plan, route: str, label: str) -> Any:
+    """Whether any rule at ``route`` giving ``label`` matched."""
+    cols = [_col(rule_column(r.index)) for r in plan.policy.rules if r.route == route and r.label == label]
+    return exp.or_(*cols) if cols else exp.false()
+
+
+def _has(route: str, label_index: int) -> str:
+    return f"has_{route}_{label_index}"
 
 
 def decide_select(plan: Plan, features: str) -> exp.Select:
-    """Every let and rule on every row, then the routing decision."""
+    """Every let and rule on every row, then the routing decision, with boolean arithmetic only.
+
+    For each route and label, ``has_<route>_<i>`` says whether a rule at that route gives that label;
+    the number of labels at a route decides: one -> that label, several -> a conflict (manual), none ->
+    the next route, then manual. Lists of matched rules are built only where they are stored
+    (:func:`rule_lists`), which keeps routing a single cheap pass.
+    """
     to_sql = SqlExpr(plan)
+    labels = sorted(plan.policy.labels)
     inner = exp.select("*").from_(exp.to_table(features))
     for r in plan.policy.rules:
         inner = inner.select(
@@ -216,28 +209,17 @@ def decide_select(plan: Plan, features: str) -> exp.Select:
         inner = inner.select(value.as_(let_column(i)))
     mid = exp.select("*").from_(inner.subquery("m0"))
     for route in ROUTES_BY_RANK:
-        mid = mid.select(
-            _labels_at(plan, route, "label").as_(f"{route}_labels"),
-            _labels_at(plan, route, "name").as_(f"{route}_rules"),
-        )
-    matched_items = [
-        exp.Case(ifs=[exp.If(this=_col(rule_column(r.index)), true=exp.Literal.number(r.index))])
-        for r in plan.policy.rules
-    ]
-    matched = exp.func(
-        "list_filter",
-        exp.Array(expressions=matched_items)
-        if matched_items
-        else exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("INTEGER[]")),
-        exp.Lambda(
-            this=exp.Not(this=exp.Is(this=exp.column("x"), expression=exp.Null())),
-            expressions=[exp.to_identifier("x")],
-        ),
-    )
-    mid = mid.select(matched.as_("matched"))
+        for k, label in enumerate(labels):
+            mid = mid.select(_any_rule(plan, route, label).as_(_has(route, k)))
 
-    def n(route_name: str) -> Any:
-        return exp.func("len", _col(f"{route_name}_labels"))
+    def count(route: str) -> exp.Expression:
+        terms: list[exp.Expression] = [
+            exp.Cast(this=_col(_has(route, k)), to=exp.DataType.build("INTEGER")) for k in range(len(labels))
+        ]
+        total = terms[0] if terms else exp.Literal.number(0)
+        for t in terms[1:]:
+            total = exp.Add(this=total, expression=t)
+        return exp.Paren(this=total)
 
     def eq(a: exp.Expression, v: int) -> exp.Expression:
         return exp.EQ(this=a, expression=exp.Literal.number(v))
@@ -245,59 +227,121 @@ def decide_select(plan: Plan, features: str) -> exp.Select:
     def gt(a: exp.Expression, v: int) -> exp.Expression:
         return exp.GT(this=a, expression=exp.Literal.number(v))
 
-    def first(col: str) -> exp.Expression:
-        # list_extract, not col[1]: sqlglot shifts bracket indexes between dialects.
-        return exp.Anonymous(this="list_extract", expressions=[_col(col), exp.Literal.number(1)])
+    def the_label(route: str) -> exp.Expression:
+        return exp.Case(
+            ifs=[
+                exp.If(this=_col(_has(route, k)), true=exp.Literal.string(lab))
+                for k, lab in enumerate(labels)
+            ]
+        )
 
-    label = exp.Case(
+    def conflict(route: str) -> exp.Expression:
+        names = [
+            exp.Case(ifs=[exp.If(this=_col(_has(route, k)), true=exp.Literal.string(lab))])
+            for k, lab in enumerate(labels)
+        ]
+        return exp.DPipe(
+            this=exp.Literal.string(f"conflict at {route}: "),
+            # Anonymous: sqlglot would rewrite CONCAT_WS to return NULL when one part is NULL.
+            expression=exp.Anonymous(this="concat_ws", expressions=[exp.Literal.string(" vs "), *names]),
+        )
+
+    n_done, n_review = count("done"), count("review")
+    label_expr: exp.Expression = exp.Case(
         ifs=[
-            exp.If(this=eq(n("done"), 1), true=first("done_labels")),
-            exp.If(this=exp.and_(eq(n("done"), 0), eq(n("review"), 1)), true=first("review_labels")),
+            exp.If(this=eq(n_done, 1), true=the_label("done")),
+            exp.If(this=exp.and_(eq(n_done, 0), eq(n_review, 1)), true=the_label("review")),
         ]
     )
-    route_expr = exp.Case(
+    route_expr: exp.Expression = exp.Case(
         ifs=[
-            exp.If(this=eq(n("done"), 1), true=exp.Literal.string("done")),
-            exp.If(this=gt(n("done"), 1), true=exp.Literal.string("manual")),
-            exp.If(this=eq(n("review"), 1), true=exp.Literal.string("review")),
+            exp.If(this=eq(n_done, 1), true=exp.Literal.string("done")),
+            exp.If(this=gt(n_done, 1), true=exp.Literal.string("manual")),
+            exp.If(this=eq(n_review, 1), true=exp.Literal.string("review")),
         ],
         default=exp.Literal.string("manual"),
     )
-    rules = exp.Case(
-        ifs=[
-            exp.If(this=gt(n("done"), 0), true=_col("done_rules")),
-            exp.If(this=gt(n("review"), 0), true=_col("review_rules")),
-        ],
-        default=exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("VARCHAR[]")),
-    )
-
-    def conflict(route_name: str) -> exp.Expression:
-        labels = exp.func("list_sort", _col(f"{route_name}_labels"))
-        return exp.DPipe(
-            this=exp.Literal.string(f"conflict at {route_name}: "),
-            expression=exp.func("array_to_string", labels, exp.Literal.string(" vs ")),
-        )
-
     reason = exp.Case(
         ifs=[
-            exp.If(this=gt(n("done"), 1), true=conflict("done")),
-            exp.If(this=exp.and_(eq(n("done"), 0), gt(n("review"), 1)), true=conflict("review")),
-            exp.If(
-                this=exp.and_(eq(n("done"), 0), eq(n("review"), 0)),
-                true=exp.Literal.string("no rule matched"),
-            ),
+            exp.If(this=gt(n_done, 1), true=conflict("done")),
+            exp.If(this=exp.and_(eq(n_done, 0), gt(n_review, 1)), true=conflict("review")),
+            exp.If(this=exp.and_(eq(n_done, 0), eq(n_review, 0)), true=exp.Literal.string("no rule matched")),
         ]
     )
+    matched_terms = [
+        exp.Cast(this=_col(rule_column(r.index)), to=exp.DataType.build("INTEGER")) for r in plan.policy.rules
+    ]
+    n_matched: exp.Expression = matched_terms[0] if matched_terms else exp.Literal.number(0)
+    for t in matched_terms[1:]:
+        n_matched = exp.Add(this=n_matched, expression=t)
+    # Inputs stay in the features table: copying a million rows of them would double the cost.
     keep = (
         ["key"]
         + [rule_column(r.index) for r in plan.policy.rules]
         + [let_column(i) for i in range(len(plan.policy.lets))]
-        + [c.name for c in plan.columns]
     )
     out = exp.select(*[_col(k) for k in keep]).from_(mid.subquery("m1"))
     return out.select(
-        _col("matched"), label.as_("label"), route_expr.as_("route"), rules.as_("rules"), reason.as_("reason")
+        n_matched.as_("n_matched"), label_expr.as_("label"), route_expr.as_("route"), reason.as_("reason")
     )
+
+
+def rule_lists(plan: Plan) -> tuple[exp.Expression, exp.Expression]:
+    """(matched, rules) over a decided table: the indexes of every matched rule, and the names of the
+    rules that decided the row (the matching rules at its winning route; for a conflict, the conflicting
+    ones)."""
+
+    def listed(items: list[exp.Expression], sql_type: str) -> Any:
+        arr = (
+            exp.Array(expressions=items)
+            if items
+            else exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build(sql_type))
+        )
+        return exp.func(
+            "list_filter",
+            arr,
+            exp.Lambda(
+                this=exp.Not(this=exp.Is(this=exp.column("x"), expression=exp.Null())),
+                expressions=[exp.to_identifier("x")],
+            ),
+        )
+
+    rules = plan.policy.rules
+    matched = listed(
+        [
+            exp.Case(ifs=[exp.If(this=_col(rule_column(r.index)), true=exp.Literal.number(r.index))])
+            for r in rules
+        ],
+        "INTEGER[]",
+    )
+    winning = exp.Case(
+        ifs=[
+            exp.If(
+                this=exp.Like(this=_col("reason"), expression=exp.Literal.string(f"conflict at {route}%")),
+                true=exp.Literal.string(route),
+            )
+            for route in ROUTES_BY_RANK
+        ],
+        default=_col("route"),
+    )
+    deciding = listed(
+        [
+            exp.Case(
+                ifs=[
+                    exp.If(
+                        this=exp.and_(
+                            _col(rule_column(r.index)),
+                            exp.EQ(this=winning, expression=exp.Literal.string(r.route)),
+                        ),
+                        true=exp.Literal.string(r.name),
+                    )
+                ]
+            )
+            for r in rules
+        ],
+        "VARCHAR[]",
+    )
+    return matched, deciding
 
 
 def render(e: exp.Expression, pretty: bool = False) -> str:

@@ -127,27 +127,22 @@ def rule_stats(store: Store, plan: Plan, table: str = "_assign") -> list[dict[st
     )
     for r in rules:
         col = exp.column(rule_column(r.index), "a")
-        name = exp.Literal.string(r.name)
-        in_rules = exp.func("list_contains", exp.column("rules", "a"), name)
         q = q.select(
             _count_if(col),
             _count_if(
+                exp.and_(col, exp.GT(this=exp.column("n_matched", "a"), expression=exp.Literal.number(1)))
+            ),
+            # It decided the row when the row went to its route (one label there, so its label).
+            _count_if(
+                exp.and_(col, exp.EQ(this=exp.column("route", "a"), expression=exp.Literal.string(r.route)))
+            ),
+            _count_if(
                 exp.and_(
                     col,
-                    exp.GT(
-                        this=exp.func("len", exp.column("matched", "a")), expression=exp.Literal.number(1)
+                    exp.Like(
+                        this=exp.column("reason", "a"),
+                        expression=exp.Literal.string(f"conflict at {r.route}%"),
                     ),
-                )
-            ),
-            _count_if(
-                exp.and_(
-                    in_rules, exp.NEQ(this=exp.column("route", "a"), expression=exp.Literal.string("manual"))
-                )
-            ),
-            _count_if(
-                exp.and_(
-                    in_rules,
-                    exp.Like(this=exp.column("reason", "a"), expression=exp.Literal.string("conflict%")),
                 )
             ),
             _count_if(exp.and_(col, exp.Not(this=exp.Is(this=gold, expression=exp.Null())))),
@@ -338,8 +333,14 @@ def store_run(
             "VALUES (?, ?, ?, ?::JSON, ?::JSON, now()) RETURNING id",
             [policy.path, text, policy.source_hash, json.dumps(fingerprints), summary],
         ).fetchall()[0][0]
+        from labelql.compiler import rule_lists
+        from labelql.plan import build_plan
+
+        matched, deciding = rule_lists(build_plan(policy))
         con.execute(
-            "INSERT INTO run_rows SELECT ?, key, label, route, rules, matched, reason FROM _assign", [run_id]
+            f"INSERT INTO run_rows SELECT ?, key, label, route, {render(deciding)}, {render(matched)}, "
+            "reason FROM _assign",
+            [run_id],
         )
     return int(run_id)
 
