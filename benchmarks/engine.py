@@ -74,18 +74,16 @@ def numpy_masks(plan, d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     def s(prompt: str) -> np.ndarray:
         return d[col[f'text|["e", "{prompt}"]']]
 
-    cu, ct = d[col["umap"]], d[col["tsne"]]
+    cu, ct = d["_cu"], d["_ct"]  # cluster names as small integers: cats 0, dogs 1, none -1
     near_a, near_b = d[col['near|["e", ["k1", "k2"], 0.895]']], d[col['near|["e", ["k3", "k4"], 0.895]']]
     sim_a, sim_b = d[col['similar|["e", ["k1", "k2"]]']], d[col['similar|["e", ["k3", "k4"]]']]
     cat_hi = s("photo of a cat") > 0.61
     cat_lo = (s("photo of a cat") >= 0.60) & (s("photo of a cat") <= 0.61)
-    done_dog = ((cu == "dogs") & (ct == "dogs") & (s("photo of a dog") > 0.61)) | (near_b >= 2)
-    done_cat = ((cu == "cats") & (ct == "cats") & cat_hi) | (near_a >= 2)
-    rev_dog = (
-        (cu == "dogs") | (ct == "dogs") | ((sim_b > 0.9) & (s("photo of a dog") > 0.5)) | (s("a puppy") > 0.7)
-    )
+    done_dog = ((cu == 1) & (ct == 1) & (s("photo of a dog") > 0.61)) | (near_b >= 2)
+    done_cat = ((cu == 0) & (ct == 0) & cat_hi) | (near_a >= 2)
+    rev_dog = (cu == 1) | (ct == 1) | ((sim_b > 0.9) & (s("photo of a dog") > 0.5)) | (s("a puppy") > 0.7)
     rev_cat = (
-        (((cu == "cats") | (ct == "cats")) & ~cat_lo)
+        (((cu == 0) | (ct == 0)) & ~cat_lo)
         | ((sim_a > 0.9) & (s("photo of a cat") > 0.5))
         | (s("a kitten") > 0.7)
     )
@@ -122,12 +120,26 @@ def main() -> None:
     store.con = con  # type: ignore[attr-defined]
     route_t = best(lambda: con.execute(f"CREATE OR REPLACE TEMP TABLE _assign AS {decide_sql}"))
     stats_t = best(lambda: (rule_stats(store, plan), route_table(store)), repeat=3)  # type: ignore[arg-type]
+    counts_sql = (
+        "SELECT route, count(*), "
+        + ", ".join(f"count_if(r{r.index})" for r in policy.rules)
+        + f" FROM ({decide_sql}) GROUP BY route"
+    )
+    agg_t = best(lambda: con.execute(counts_sql).fetchall())
     cover_t = best(
         lambda: con.execute(
             "SELECT " + ", ".join(f"count_if(r{r.index})" for r in policy.rules) + " FROM _assign"
         ).fetchall()
     )
-    np_t = best(lambda: numpy_masks(plan, data))
+    # The floor gets cluster names as small integers, as DuckDB gets them as ENUMs.
+    codes = {"cats": 0, "dogs": 1}
+    col = {c.source: c.name for c in plan.columns}
+    coded = {
+        **data,
+        "_cu": np.array([codes.get(v, -1) for v in data[col["umap"]]], dtype=np.int8),
+        "_ct": np.array([codes.get(v, -1) for v in data[col["tsne"]]], dtype=np.int8),
+    }
+    np_t = best(lambda: numpy_masks(plan, coded))
     votes = np.column_stack(
         [con.execute(f"SELECT r{r.index} FROM _assign").fetchnumpy()[f"r{r.index}"] for r in policy.rules]
     ).astype(bool)
@@ -178,6 +190,12 @@ def main() -> None:
     )
     t.add_row("LabelQL: per-rule coverage (count_if)", f"{cover_t:.3f} s", "", "")
     t.add_row("LabelQL: routing + per-rule coverage", f"{route_t + cover_t:.3f} s", "", "<= 0.1 s")
+    t.add_row(
+        "LabelQL: the same as one aggregate query (no per-row table)",
+        f"{agg_t:.3f} s",
+        f"{agg_t / np_t:.1f}x the floor",
+        "<= 0.1 s",
+    )
     t.add_row(
         "numpy masks, hand-written (the floor)",
         f"{np_t:.3f} s",
