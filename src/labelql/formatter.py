@@ -9,6 +9,7 @@ long conditions broken before their top-level AND / OR.  ``fmt`` is idempotent a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from labelql import ast as A
@@ -90,8 +91,15 @@ def call(c: A.Call) -> str:
     return f"{c.func.value}({', '.join(arg(a) for a in c.args)})"
 
 
+_LOOKS_NAMED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=(?!=)")
+
+
 def arg(a: A.Arg) -> str:
-    return f"{a.name.value}={expr(a.value)}" if a.name else expr(a.value)
+    if a.name:
+        return f"{a.name.value}={expr(a.value)}"
+    text = expr(a.value)
+    # `f(a = b)` reads as a named argument: a positional comparison keeps its parentheses.
+    return f"({text})" if _LOOKS_NAMED.match(text) else text
 
 
 def _head_and_body(s: A.Statement, pad: int) -> tuple[str, str]:

@@ -30,7 +30,7 @@ class TNode:
 
     @property
     def type(self) -> str:
-        raise NotImplementedError(type(self).__name__)
+        raise TypeError(f"{type(self).__name__} is an abstract node: every expression node defines its type")
 
     def children(self) -> tuple[TExpr, ...]:
         return ()
