@@ -9,7 +9,6 @@ label. The run (policy text and hash, model fingerprints, per-row assignments) i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -20,7 +19,7 @@ import numpy as np
 from sqlglot import exp
 
 from labelql import policy as P
-from labelql.compiler import decide_select, features_select, render
+from labelql.compiler import decide_select, features_select, render, rule_lists
 from labelql.diagnostics import LabelQLError
 from labelql.plan import Plan, build_plan, let_column, rule_column
 from labelql.store import Store, fetch_arrow
@@ -311,19 +310,21 @@ def run_policy(
     t = time.perf_counter()
     estimate(store, plan, rules, routes)
     seconds["label_model"] = time.perf_counter() - t
-    run_id = store_run(store, policy, routes, rules, lets, labels) if keep else 0
+    run_id = store_run(store, plan, routes, rules, lets, labels) if keep else 0
     seconds["total"] = time.perf_counter() - t0
     return RunResult(run_id, total, routes, rules, lets, labels, gold_rows, seconds, notices)
 
 
 def store_run(
     store: Store,
-    policy: P.CheckedPolicy,
+    plan: Plan,
     routes: list[dict[str, Any]],
     rules: list[dict[str, Any]],
     lets: list[dict[str, Any]],
     labels: list[dict[str, Any]],
 ) -> int:
+    """Keep a run: the policy (text, hash, model fingerprints), its summary, and every row's decision."""
+    policy = plan.policy
     text = policy.sources.texts.get(policy.path, "") if policy.sources else ""
     fingerprints = {s.name: s.fingerprint for s in store.spaces()}
     summary = json.dumps({"routes": routes, "rules": rules, "lets": lets, "labels": labels}, default=str)
@@ -333,17 +334,10 @@ def store_run(
             "VALUES (?, ?, ?, ?::JSON, ?::JSON, now()) RETURNING id",
             [policy.path, text, policy.source_hash, json.dumps(fingerprints), summary],
         ).fetchall()[0][0]
-        from labelql.compiler import rule_lists
-        from labelql.plan import build_plan
-
-        matched, deciding = rule_lists(build_plan(policy))
+        matched, deciding = rule_lists(plan)
         con.execute(
             f"INSERT INTO run_rows SELECT ?, key, label, route, {render(deciding)}, {render(matched)}, "
             "reason FROM _assign",
             [run_id],
         )
     return int(run_id)
-
-
-def policy_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

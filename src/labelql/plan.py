@@ -8,7 +8,6 @@ lists the lets, rules and slices over those columns. :mod:`labelql.compiler` tur
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +100,3 @@ def build_plan(policy: P.CheckedPolicy) -> Plan:
             seen[key] = Column(name, kind, key[1], node.type)
     cols = tuple(seen.values())
     return Plan(policy, cols, {k: c.name for k, c in seen.items()})
-
-
-def plan_fingerprint(plan: Plan) -> str:
-    return json.dumps([(c.name, c.kind, c.source) for c in plan.columns], sort_keys=True)

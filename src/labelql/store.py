@@ -191,10 +191,6 @@ class SpaceInfo:
         return f"vectors_{int(self.id)}"
 
 
-def default_db_path() -> str:
-    return os.environ.get("LABELQL_DB", DEFAULT_DB)
-
-
 class Store:
     """An open LabelQL database.  Use :meth:`open` (or :meth:`create`) rather than the constructor."""
 
