@@ -169,16 +169,9 @@ MAP_SCRIPT = r"""
 import json, sys, time, numpy as np
 kind, path = sys.argv[1], sys.argv[2]
 x = np.load(path)
+from labelql.maps import DEFAULTS, _fit  # LabelQL's own fitting path (exact kNN for UMAP up to 50,000 rows)
 t = time.perf_counter()
-if kind == "umap":
-    from labelql.maps import _prepare_numba
-    _prepare_numba()
-    import umap
-    c = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=0, n_jobs=1).fit_transform(x)
-else:
-    import os
-    from openTSNE import TSNE
-    c = TSNE(perplexity=30, metric="cosine", random_state=0, n_jobs=os.cpu_count()).fit(x.astype(np.float64))
+_fit(kind, dict(DEFAULTS[kind]), x)
 print(json.dumps({"seconds": time.perf_counter() - t}))
 """
 

@@ -77,8 +77,15 @@ def _fit(kind: str, params: dict[str, Any], x: np.ndarray[Any, Any]) -> tuple[An
             transform_seed=int(params["seed"]),
             n_components=2,
             n_jobs=1,  # a seed means one thread anyway; saying so keeps umap from warning about it
+            # Exact neighbours by matrix products up to 50,000 rows: faster here than pynndescent, whose
+            # search code numba compiles anew in every process (~25 s), and exact.
+            precomputed_knn=_exact_knn(x, int(params["neighbors"]), params["metric"]),
         )
-        coords = model.fit_transform(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # umap warns that a precomputed graph disables its own index
+            coords = model.fit_transform(x)
+        # Our exact index replaces pynndescent's for transform (and pickles instantly; see ExactSearch).
+        model._knn_search_index = ExactSearch(model._raw_data, params["metric"])
         return model, np.asarray(coords, dtype=np.float32)
     if kind == "tsne":
         if n <= 3 * params["perplexity"]:
@@ -94,6 +101,8 @@ def _fit(kind: str, params: dict[str, Any], x: np.ndarray[Any, Any]) -> tuple[An
             "random_state": int(params["seed"]),
             "n_jobs": os.cpu_count() or 1,
             "verbose": False,
+            # Exact neighbours (brute force) are faster than Annoy's index at this size, and exact.
+            "neighbors": "exact" if n <= EXACT_KNN_MAX_ROWS else "auto",
         }
         if params.get("exaggeration"):
             kwargs["exaggeration"] = float(params["exaggeration"])
@@ -124,20 +133,37 @@ class ExactSearch:
         self._angular_trees = metric == "cosine"
 
     def query(self, x: np.ndarray[Any, Any], k: int, epsilon: float = 0.0) -> tuple[Any, Any]:
+        """The ``k`` nearest rows of the index for each row of ``x``: (indices, distances), nearest first."""
         data = self._raw_data
-        q = np.asarray(x, dtype=np.float32)
         if self.metric == "cosine":
-            dn = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
-            qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-            dist = 1.0 - qn @ dn.T
-        else:
-            dist = np.sqrt(
-                np.maximum((q * q).sum(1)[:, None] - 2 * q @ data.T + (data * data).sum(1)[None, :], 0)
-            )
-        idx = np.argpartition(dist, min(k, dist.shape[1] - 1), axis=1)[:, :k]
-        d = np.take_along_axis(dist, idx, axis=1)
-        order = np.argsort(d, axis=1)
-        return np.take_along_axis(idx, order, axis=1).astype(np.int32), np.take_along_axis(d, order, axis=1)
+            data = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
+        sq = (data * data).sum(1)
+        k = min(k, len(data))
+        out_i = np.empty((len(x), k), dtype=np.int32)
+        out_d = np.empty((len(x), k), dtype=np.float32)
+        for start in range(0, len(x), 2048):  # bounded memory: 2,048 query rows at a time
+            q = np.asarray(x[start : start + 2048], dtype=np.float32)
+            if self.metric == "cosine":
+                q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+                dist = 1.0 - q @ data.T
+            else:
+                dist = np.sqrt(np.maximum((q * q).sum(1)[:, None] - 2 * q @ data.T + sq[None, :], 0))
+            idx = np.argpartition(dist, k - 1, axis=1)[:, :k]
+            d = np.take_along_axis(dist, idx, axis=1)
+            order = np.argsort(d, axis=1)
+            out_i[start : start + len(q)] = np.take_along_axis(idx, order, axis=1)
+            out_d[start : start + len(q)] = np.take_along_axis(d, order, axis=1)
+        return out_i, out_d
+
+
+EXACT_KNN_MAX_ROWS = 50_000
+
+
+def _exact_knn(x: np.ndarray[Any, Any], k: int, metric: str) -> tuple[Any, Any, None]:
+    if len(x) > EXACT_KNN_MAX_ROWS:
+        return (None, None, None)  # umap builds its own approximate index
+    idx, dist = ExactSearch(x, metric).query(x, k)
+    return idx, dist, None
 
 
 def _transform(kind: str, model: Any, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
