@@ -881,19 +881,12 @@ def clusters_cmd(policy: Path, db: Path, as_json: bool) -> None:
 
 
 def _latest_cluster_run(store: Store, checked: Any, projection: str) -> int:
-    from labelql.maps import full_params
+    from labelql.engine import latest_cluster_runs
 
-    proj = checked.projection(projection)
-    space = checked.space(proj.space)
-    name = space.param("space") if space.provider == "precomputed" else space.name
-    rows = store.con.execute(
-        "SELECT r.id FROM cluster_runs r JOIN maps m ON r.map_id = m.id WHERE m.space = ? AND m.kind = ? "
-        "AND m.params = ?::JSON ORDER BY r.id DESC LIMIT 1",
-        [name, proj.kind, json.dumps(full_params(proj), sort_keys=True)],
-    ).fetchall()
-    if not rows:
+    run = latest_cluster_runs(store, checked).get(projection)
+    if run is None:
         raise LabelQLError(f"no clusters computed for {projection} yet", hint="run: labelql prepare POLICY")
-    return int(rows[0][0])
+    return run
 
 
 @main.command()
@@ -923,8 +916,7 @@ def plot(policy: Path, map_name: str, color: str, output: Path, html: bool, db: 
             hint=f"projections: {', '.join(p.name for p in checked.projections) or 'none'}",
         )
     proj = checked.projection(map_name)
-    space = checked.space(proj.space)
-    space_name = space.param("space") if space.provider == "precomputed" else space.name
+    space_name = store_space_name(checked, proj.space)
     with open_store(db, read_only=True) as store:
         rows = store.con.execute(
             "SELECT id FROM maps WHERE space = ? AND kind = ? AND params = ?::JSON ORDER BY id DESC LIMIT 1",
