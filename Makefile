@@ -44,6 +44,8 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/parse.py
 	$(BIN)/python benchmarks/signals.py
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/repl.py
+	$(BIN)/python benchmarks/apply.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo.duckdb demo_media

@@ -28,7 +28,9 @@ def commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]]
 def render() -> str:
     parts = [HEADER]
     for path, cmd in [("labelql", main), *commands(main, "labelql")]:
-        ctx = click.Context(cmd, info_name=path, terminal_width=100, max_content_width=100, **main.context_settings)
+        ctx = click.Context(
+            cmd, info_name=path, terminal_width=100, max_content_width=100, **main.context_settings
+        )
         text = cmd.get_help(ctx)
         parts.append(f"## `{path}`\n\n```text\n{text}\n```\n")
     return "\n".join(parts)

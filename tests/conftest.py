@@ -22,6 +22,42 @@ def sample_dir() -> Path:
     return SAMPLE
 
 
+DEMO_ROWS = 3000
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's simulated store (3,000 rows) with rules/cats_dogs.lql run once on it: maps, clusters,
+    scores and one stored run. Built once per test run (UMAP's JIT alone costs ~30 s); tests that write
+    to it take a copy with :func:`copy_store`."""
+    pytest.importorskip("umap")
+    from labelql.checker import check_file
+    from labelql.demo import build_demo_store
+    from labelql.engine import run_policy
+    from labelql.store import Store
+
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    build_demo_store(db, rows=DEMO_ROWS)
+    with Store.open(db) as s:
+        run_policy(s, check_file(REPO / "rules" / "cats_dogs.lql"))
+    return db
+
+
+def copy_store(src: Path, dst_dir: Path) -> Path:
+    """A copy of a database and its cache folder (maps, clusters, matrices)."""
+    import shutil
+
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / src.name
+    shutil.copy(src, dst)
+    if (wal := src.with_name(src.name + ".wal")).exists():
+        shutil.copy(wal, dst.with_name(dst.name + ".wal"))
+    cache = src.parent / f"{src.stem}_cache"
+    if cache.exists():
+        shutil.copytree(cache, dst_dir / f"{src.stem}_cache")
+    return dst
+
+
 @pytest.fixture
 def store(tmp_path: Path):
     from labelql.store import Store

@@ -30,16 +30,12 @@ def test_simulated_model_is_deterministic_and_semantic() -> None:
     } == {"cat"}
 
 
-def test_guide_policy_on_simulated_rows_has_the_guides_shape(tmp_path: Path) -> None:
-    pytest.importorskip("umap")
-    from labelql.demo import build_demo_store
+def test_guide_policy_on_simulated_rows_has_the_guides_shape(demo_db: Path) -> None:
     from labelql.engine import run_policy
     from labelql.store import Store
 
-    db = tmp_path / "demo.duckdb"
-    build_demo_store(db, rows=3000)
-    with Store.open(db) as store:
-        result = run_policy(store, check_file(REPO / "rules" / "cats_dogs.lql"))
+    with Store.open(demo_db, read_only=True) as store:
+        result = run_policy(store, check_file(REPO / "rules" / "cats_dogs.lql"), keep=False)
     routes = {r["route"]: r for r in result.routes}
     assert result.total == 3000
     assert routes["done"]["share"] > 0.75 and routes["done"]["accuracy"] > 0.99

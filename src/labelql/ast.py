@@ -196,7 +196,16 @@ class Import(Node):
     path: String
 
 
-Statement = Labels | Embedding | Projection | Clusters | Anchors | Let | Rule | Slice | Import
+@dataclass(frozen=True)
+class Expect(Node):
+    """``expect METRIC(x) >= v`` (``label``/``route`` None) or ``expect "key" -> label [route]``."""
+
+    expr: Expr
+    label: Name | None = None
+    route: Name | None = None
+
+
+Statement = Labels | Embedding | Projection | Clusters | Anchors | Let | Rule | Slice | Import | Expect
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from labelql.diagnostics import Diagnostic, DiagnosticError, SourceMap, Span, di
 from labelql.parser import no_gc, parse_module, read_source
 
 MAX_ERRORS = 20
+METRICS = ("coverage", "accuracy", "rows", "errors")
 BUILTINS = {"added": P.TIMESTAMP, "unlabeled": P.BOOL}
 BOOLEANS = {"true": True, "false": False}
 FUNCTIONS = ("text", "similar", "near", "cluster", "meta", "now")
@@ -140,6 +141,44 @@ def check_file(path: str | Path, text: str | None = None) -> P.CheckedPolicy:
         return Checker(loaded).check()
 
 
+def expect_file(path: str | Path) -> Path:
+    """Where a policy's separate expectations live: ``cats_dogs.lql`` -> ``cats_dogs.expect.lql``."""
+    p = Path(path)
+    return p.with_name(p.name.removesuffix(".lql") + ".expect.lql")
+
+
+def check_with_expectations(path: str | Path) -> tuple[P.CheckedPolicy, list[P.Expectation], Path]:
+    """A policy, its ``expect`` statements and those of its ``.expect.lql`` file (only ``expect``
+    statements belong there), all checked against the policy."""
+    with no_gc():
+        loaded = load(path)
+        if any(d.severity == "error" for d in loaded.diagnostics):
+            raise DiagnosticError(_capped(loaded.diagnostics), loaded.sources)
+        checker = Checker(loaded)
+        policy = checker.check()
+    side = expect_file(path)
+    expectations = list(policy.expectations)
+    if side.is_file():
+        text = read_source(side)
+        loaded.sources.add(str(side), text)
+        module, diags = parse_module(text, str(side))
+        checker.diags = [d for d in diags if d.severity == "error"]
+        for s in module.statements:
+            if not isinstance(s, A.Expect):
+                checker.error(
+                    f"only expect statements belong in {side.name}",
+                    s.span,
+                    hint=f"move this into {Path(path).name}",
+                    code="expect",
+                )
+        stmts = [s for s in module.statements if isinstance(s, A.Expect)]
+        expectations += checker.expectations(stmts, list(policy.rules))
+        errors = [d for d in checker.diags if d.severity == "error"]
+        if errors:
+            raise DiagnosticError(_capped(sorted(errors, key=_order)), loaded.sources)
+    return policy, expectations, side
+
+
 def check_text(text: str, file: str = "<policy>") -> P.CheckedPolicy:
     return check_file(file, text)
 
@@ -209,6 +248,9 @@ class Checker:
         lets = self._lets()
         rules = self._rules(stmts)
         slices = [self._slice(s) for s, _ in stmts if isinstance(s, A.Slice)]
+        expectations = self.expectations(
+            [s for s, imported in stmts if isinstance(s, A.Expect) and not imported], rules
+        )
         if any(d.severity == "error" for d in self.diags):
             # Warnings are left out here: with errors around, most would be their echoes.
             errors = sorted((d for d in self.diags if d.severity == "error"), key=_order)
@@ -228,6 +270,7 @@ class Checker:
             rules=tuple(rules),
             slices=tuple(s for s in slices if s is not None),
             imports=tuple(m.file for m in self.loaded.modules if m.file != main_file),
+            expectations=tuple(expectations),
             warnings=tuple(warnings),
             sources=self.loaded.sources,
         )
@@ -288,7 +331,7 @@ class Checker:
                         "that uses it",
                         code="import",
                     )
-            elif isinstance(s, A.Import):
+            elif isinstance(s, A.Import | A.Expect):
                 pass
             else:  # pragma: no cover - the parser only builds the statements above
                 raise TypeError(f"unhandled statement {type(s).__name__}")
@@ -651,6 +694,93 @@ class Checker:
             cond = self.condition(s.condition, _Ctx(), "a rule's condition")
             if cond is not None and label in self.labels and route in P.ROUTES:
                 out.append(P.RuleDef(rname, label, route, cond, len(out), s.name is not None, s.span))
+        return out
+
+    def expectations(self, stmts: list[A.Expect], rules: list[P.RuleDef]) -> list[P.Expectation]:
+        """Check ``expect`` statements against the policy's routes, labels and rule names."""
+        from labelql.formatter import statement
+
+        out = []
+        rule_names = {r.name for r in rules if r.named}
+        for s in stmts:
+            text = " ".join(statement(s))
+            if s.label is not None or s.route is not None:
+                if not isinstance(s.expr, A.String):
+                    self.error(
+                        "a row expectation names the row by its key, as a string",
+                        s.expr.span,
+                        hint='expect "cat_vs_dog_12" -> cat done',
+                        code="expect",
+                    )
+                    continue
+                names = [n for n in (s.label, s.route) if n is not None]
+                label = route = None
+                if len(names) == 1 and names[0].value.lower() in (*P.ROUTES, "manual"):
+                    route = names[0].value.lower()
+                else:
+                    label = names[0].value
+                    if label not in self.labels:
+                        hint = did_you_mean(label, self.labels) or f"labels: {', '.join(self.labels)}"
+                        self.error(f"unknown label '{label}'", names[0].span, hint=hint, code="name")
+                        continue
+                    if len(names) > 1:
+                        route = names[1].value.lower()
+                        if route not in (*P.ROUTES, "manual"):
+                            self.error(
+                                f"unknown route '{names[1].value}'",
+                                names[1].span,
+                                hint="done, review or manual",
+                                code="name",
+                            )
+                            continue
+                out.append(P.Expectation(text, key=s.expr.value, label=label, route=route, span=s.span))
+                continue
+            e = s.expr
+            if not (
+                isinstance(e, A.Compare)
+                and isinstance(e.left, A.Call)
+                and isinstance(e.right, A.Number | A.Unary)
+                and len(e.left.args) == 1
+                and e.left.args[0].name is None
+                and isinstance(e.left.args[0].value, A.Ident)
+            ):
+                self.error(
+                    "an expectation compares a metric with a number",
+                    e.span,
+                    hint="e.g. expect coverage(done) >= 0.85, expect accuracy(review) > 0.98",
+                    code="expect",
+                )
+                continue
+            metric = e.left.func.value
+            if metric not in METRICS:
+                self.error(
+                    f"unknown metric '{metric}'",
+                    e.left.func.span,
+                    hint=did_you_mean(metric, METRICS) or f"metrics: {', '.join(METRICS)}",
+                    code="expect",
+                )
+                continue
+            arg = e.left.args[0].value
+            assert isinstance(arg, A.Ident)
+            target = arg.name.lower() if arg.name.lower() in (*P.ROUTES, "manual") else arg.name
+            if target not in (*P.ROUTES, "manual") and target not in rule_names:
+                self.error(
+                    f"'{arg.name}' is neither a route nor a named rule",
+                    arg.span,
+                    hint=did_you_mean(arg.name, [*P.ROUTES, "manual", *rule_names])
+                    or "routes: done, review, manual; name a rule with `rule NAME: ...` to test it",
+                    code="expect",
+                )
+                continue
+            if metric == "errors" and target == "manual":
+                self.error("manual rows have no label, so no errors", arg.span, code="expect")
+                continue
+            sign = -1.0 if isinstance(e.right, A.Unary) and e.right.op == "-" else 1.0
+            number = e.right.operand if isinstance(e.right, A.Unary) else e.right
+            if not isinstance(number, A.Number):
+                self.error("an expectation compares with a number", e.right.span, code="expect")
+                continue
+            out.append(P.Expectation(text, metric, target, e.op, sign * number.value, span=s.span))
         return out
 
     def _slice(self, s: A.Slice) -> P.SliceDef | None:

@@ -7,6 +7,7 @@ printed as a message (with position and caret where it has one), never as a trac
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -69,19 +70,12 @@ def db_option(f: F) -> F:
     )(f)
 
 
-def json_option(f: F) -> F:
+def json_option(f: F, help: str = "Print one JSON document instead of tables.") -> F:
     def mark(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
         ctx.meta["labelql.json"] = value
         return value
 
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        callback=mark,
-        expose_value=True,
-        help="Print one JSON document instead of tables.",
-    )(f)
+    return click.option("--json", "as_json", is_flag=True, callback=mark, expose_value=True, help=help)(f)
 
 
 @contextmanager
@@ -402,6 +396,18 @@ def check(policies: tuple[Path, ...], as_json: bool) -> None:
     failed = False
     for path in policies:
         try:
+            if path.name.endswith(".expect.lql"):
+                # Expectations are checked against the policy beside them (cats_dogs.lql).
+                from labelql.checker import check_with_expectations
+
+                owner = path.with_name(path.name.removesuffix(".expect.lql") + ".lql")
+                if not owner.is_file():
+                    raise LabelQLError(f"{path}: no policy {owner.name} beside it to check against")
+                policy, found, _ = check_with_expectations(owner)
+                results.append({"file": str(path), "ok": True, "rules": 0, "diagnostics": []})
+                if not as_json:
+                    click.echo(f"{path}: ok ({len(found) - len(policy.expectations)} expectations)")
+                continue
             policy = check_file(path)
         except DiagnosticError as e:
             failed = True
@@ -946,11 +952,10 @@ def _ci(ci: list[float] | None) -> str:
     return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
-def print_run(result: Any, title: str, con: Any = None) -> None:
-    """The route table in the guide's shape, then rules, lets and labels."""
+def routes_table(routes: list[dict[str, Any]], title: str | None = None) -> Any:
+    """The guide's route table: rows, errors, measured and estimated accuracy, cumulative coverage."""
     from rich.table import Table
 
-    con = con or _console()
     names = {
         "done": "Direct classification (done)",
         "review": "Human in the loop (review)",
@@ -958,52 +963,69 @@ def print_run(result: Any, title: str, con: Any = None) -> None:
     }
     t = Table(title=title)
     t.add_column("")
-    for r in result.routes:
+    for r in routes:
         t.add_column(names[r["route"]], justify="right")
-    t.add_row("# of data rows classified", *[f"{r['rows']:,} ({_pct(r['share'])})" for r in result.routes])
+    t.add_row("# of data rows classified", *[f"{r['rows']:,} ({_pct(r['share'])})" for r in routes])
     t.add_row(
         "# of errors (against gold)",
-        *["-" if r["errors"] is None else f"{r['errors']:,} of {r['gold']:,}" for r in result.routes],
+        *["-" if r["errors"] is None else f"{r['errors']:,} of {r['gold']:,}" for r in routes],
     )
     t.add_row(
         "accuracy, measured [95% CI]",
-        *["-" if r["accuracy"] is None else _pct(r["accuracy"], 2) + _ci(r["ci95"]) for r in result.routes],
+        *["-" if r["accuracy"] is None else _pct(r["accuracy"], 2) + _ci(r["ci95"]) for r in routes],
     )
-    t.add_row(
-        "accuracy, estimated (label model)", *[_pct(r.get("estimated_accuracy"), 2) for r in result.routes]
-    )
-    t.add_row("cumulative coverage", *[_pct(r["cumulative_coverage"], 2) for r in result.routes])
-    con.print(t)
+    t.add_row("accuracy, estimated (label model)", *[_pct(r.get("estimated_accuracy"), 2) for r in routes])
+    t.add_row("cumulative coverage", *[_pct(r["cumulative_coverage"], 2) for r in routes])
+    return t
+
+
+def rules_table(rules: list[dict[str, Any]], title: str = "rules") -> Any:
+    """Per rule: matched, coverage, overlaps, conflicts, decided, accuracy against gold and estimated."""
+    from rich.table import Table
+
+    numbered = bool(rules) and "n" in rules[0]
+    rt = Table(title=title)
+    heads = ["#"] if numbered else []
+    heads += [
+        "rule",
+        "label -> route",
+        "matched",
+        "coverage",
+        "overlaps",
+        "conflicts",
+        "decided",
+        "accuracy (gold) [95% CI], n",
+        "estimated (model)",
+    ]
+    for col in heads:
+        rt.add_column(col, justify="right" if col not in ("rule", "label -> route") else "left")
+    for r in rules:
+        measured = (
+            "-" if r["accuracy"] is None else f"{_pct(r['accuracy'], 2)}{_ci(r['ci95'])}, {r['gold']:,}"
+        )
+        rt.add_row(
+            *([str(r["n"])] if numbered else []),
+            r["rule"],
+            f"{r['label']} -> {r['route']}",
+            f"{r['matched']:,}",
+            _pct(r["coverage"]),
+            f"{r['overlaps']:,}",
+            f"{r['conflicts']:,}",
+            f"{r['decided']:,}",
+            measured,
+            _pct(r.get("estimated_accuracy"), 2),
+        )
+    return rt
+
+
+def print_run(result: Any, title: str, con: Any = None) -> None:
+    """The route table in the guide's shape, then rules, lets and labels."""
+    from rich.table import Table
+
+    con = con or _console()
+    con.print(routes_table(result.routes, title))
     if result.rules:
-        rt = Table(title="rules")
-        for col in (
-            "rule",
-            "label -> route",
-            "matched",
-            "coverage",
-            "overlaps",
-            "conflicts",
-            "decided",
-            "accuracy (gold) [95% CI], n",
-            "estimated (model)",
-        ):
-            rt.add_column(col, justify="right" if col not in ("rule", "label -> route") else "left")
-        for r in result.rules:
-            measured = (
-                "-" if r["accuracy"] is None else f"{_pct(r['accuracy'], 2)}{_ci(r['ci95'])}, {r['gold']:,}"
-            )
-            rt.add_row(
-                r["rule"],
-                f"{r['label']} -> {r['route']}",
-                f"{r['matched']:,}",
-                _pct(r["coverage"]),
-                f"{r['overlaps']:,}",
-                f"{r['conflicts']:,}",
-                f"{r['decided']:,}",
-                measured,
-                _pct(r.get("estimated_accuracy"), 2),
-            )
-        con.print(rt)
+        con.print(rules_table(result.rules))
     bool_lets = [x for x in result.lets if x["matched"] is not None]
     if bool_lets:
         lt = Table(title="lets")
@@ -1115,10 +1137,15 @@ def why(key: str, policy: Path, db: Path, as_json: bool) -> None:
     if as_json:
         _print_json(report)
         return
-    con = _console()
+    print_why(report, _console())
+
+
+def print_why(report: dict[str, Any], con: Any) -> None:
+    """One row's decision, then every let and rule with the value of each comparison."""
     con.print(
-        f"[bold]{key}[/bold]: {report['label'] or '-'} -> {report['route']}"
-        + (f" ({report['reason']})" if report["reason"] else "")
+        f"[bold]{report['key']}[/bold]: {report['label'] or '-'} -> {report['route']}"
+        + (f" ({report['reason']})" if report["reason"] else ""),
+        highlight=False,
     )
     for section in ("lets", "rules"):
         for item in report[section]:
@@ -1209,6 +1236,351 @@ def export_review(policy: Path, output: Path, db: Path) -> None:
         )
     _write_table(table, output)
     click.echo(f"wrote {output}: {table.num_rows} rows to review (run {run_id})")
+
+
+# -- new data, slices, versions -------------------------------------------------------------------
+@main.command()
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.option("--relabel", is_flag=True, help="Route every row again, not only rows without a label.")
+@db_option
+@json_option
+def apply(policy: Path, relabel: bool, db: Path, as_json: bool) -> None:
+    """Route the rows added since the last run or apply, computing only what they lack.
+
+    New rows get their vectors, scores, places on the fitted maps (transform) and clusters; rows with
+    a label keep it unless --relabel is given; gold labels are never touched. The assignments are kept
+    as a run of kind 'apply', tied to the policy's hash (and git commit).
+    """
+    from labelql.checker import check_file
+    from labelql.engine import apply_policy
+
+    checked = check_file(policy)
+    with open_store(db) as store:
+        result = apply_policy(store, checked, relabel=relabel)
+    if as_json:
+        _print_json({**result.to_json(), "kind": "apply"})
+        return
+    if not result.total:
+        click.echo("nothing to apply: every row has a label (use --relabel to route all rows again)")
+        return
+    print_run(result, f"{policy}: apply (run {result.run_id}), {result.total:,} rows routed")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.option("--labels-from-dirs", is_flag=True, help="Sub-folder names are gold labels (ImageFolder).")
+@click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between looks.")
+@click.option("--batches", type=int, default=None, help="Stop after this many batches (default: never).")
+@db_option
+def watch(
+    folder: Path, policy: Path, labels_from_dirs: bool, interval: float, batches: int | None, db: Path
+) -> None:
+    """Ingest FOLDER and apply POLICY whenever new files appear; one line per batch. Ctrl-C stops."""
+    import time
+
+    from labelql.checker import check_file
+    from labelql.engine import apply_policy
+    from labelql.ingest import IngestOptions
+    from labelql.ingest import ingest as ingest_source
+
+    checked = check_file(policy)
+    done = 0
+    click.echo(f"watching {folder} every {interval:g} s; applying {policy} to {db} (Ctrl-C stops)")
+    try:
+        while batches is None or done < batches:
+            t0 = time.perf_counter()
+            try:
+                with open_store(db, create=True) as store:
+                    report = ingest_source(
+                        store, str(folder), IngestOptions(labels_from_dirs=labels_from_dirs)
+                    )
+                    if report.added:
+                        result = apply_policy(store, checked)
+            except LabelQLError as e:  # a busy database, a bad batch: say so, keep watching
+                click.echo(f"{time.strftime('%H:%M:%S')} {e.render()}", err=True)
+                time.sleep(interval)
+                continue
+            if report.added:
+                done += 1
+                routes = " · ".join(f"{r['route']} {r['rows']:,}" for r in result.routes)
+                bad = f", {len(report.errors)} bad files recorded" if report.errors else ""
+                click.echo(
+                    f"{time.strftime('%H:%M:%S')} +{report.added:,} rows{bad}: {routes} "
+                    f"(run {result.run_id}, {time.perf_counter() - t0:.1f} s)"
+                )
+                continue
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+
+
+@main.command("slice")
+@click.argument("policy", type=click.Path(path_type=Path))
+@click.argument("name")
+@click.option("--show", type=int, default=0, help="Print N of its rows with key, path and scores.")
+@click.option(
+    "--export", "export_path", type=click.Path(path_type=Path), default=None, help=".csv, .parquet or .jsonl"
+)
+@db_option
+@json_option
+def slice_cmd(policy: Path, name: str, show: int, export_path: Path | None, db: Path, as_json: bool) -> None:
+    """The rows a slice of POLICY selects now: count, examples, export.
+
+    `unlabeled` in a slice means no gold label and no label of record from a kept run or apply;
+    `added` is the ingest time.
+    """
+    from labelql.checker import check_file
+    from labelql.diagnostics import did_you_mean
+    from labelql.engine import slice_rows
+
+    checked = check_file(policy)
+    names = [s.name for s in checked.slices]
+    if name not in names:
+        raise LabelQLError(
+            f"{policy} has no slice '{name}'",
+            hint=did_you_mean(name, names)
+            or (f"slices: {', '.join(names)}" if names else "declare one: slice NAME = ..."),
+        )
+    with open_store(db) as store:
+        table = slice_rows(store, checked, name)
+        total = store.con.execute("SELECT count(*) FROM rows").fetchall()[0][0]
+    if export_path:
+        _write_table(table, export_path)
+    if as_json:
+        _print_json(
+            {
+                "slice": name,
+                "rows": table.num_rows,
+                "of": total,
+                "shown": table.slice(0, show).to_pylist(),
+                "exported": str(export_path) if export_path else None,
+            }
+        )
+        return
+    click.echo(f"slice {name}: {table.num_rows:,} of {total:,} rows")
+    if show:
+        from rich.table import Table
+
+        t = Table()
+        for col in table.column_names:
+            t.add_column(col)
+        for row in table.slice(0, show).to_pylist():
+            t.add_row(
+                *["-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()]
+            )
+        _console().print(t)
+    if export_path:
+        click.echo(f"wrote {export_path} ({table.num_rows:,} rows)")
+
+
+@main.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@db_option
+@json_option
+def runs(limit: int, db: Path, as_json: bool) -> None:
+    """The kept runs, newest first: time, kind, policy, hash, git commit, routes."""
+    with open_store(db, read_only=True) as store:
+        rows = store.con.execute(
+            "SELECT id, created_at, kind, policy_path, policy_hash, git_commit, rows_routed, summary "
+            "FROM runs ORDER BY id DESC LIMIT ?",
+            [limit],
+        ).fetchall()
+    out = []
+    for rid, at, kind, path, h, commit, n, summary in rows:
+        routes = {r["route"]: r["rows"] for r in json.loads(summary)["routes"]}
+        out.append(
+            {
+                "run": rid,
+                "at": str(at),
+                "kind": kind,
+                "policy": path,
+                "hash": h,
+                "git_commit": commit,
+                "rows": n,
+                "routes": routes,
+            }
+        )
+    if as_json:
+        _print_json(out)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"runs in {db}")
+    for col in ("run", "at", "kind", "policy", "hash", "git commit", "rows", "done", "review", "manual"):
+        t.add_column(col, justify="right" if col in ("run", "rows", "done", "review", "manual") else "left")
+    for r in out:
+        t.add_row(
+            str(r["run"]),
+            r["at"][:19],
+            r["kind"],
+            r["policy"],
+            r["hash"][:12],
+            (r["git_commit"] or "-")[:12]
+            + ("+" if r["git_commit"] and r["git_commit"].endswith("+uncommitted") else ""),
+            f"{r['rows']:,}",
+            *[f"{r['routes'].get(k, 0):,}" for k in ("done", "review", "manual")],
+        )
+    _console().print(t)
+
+
+@main.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--show", type=int, default=0, help="List N rows that change.")
+@click.option("--markdown", is_flag=True, help="Print markdown to paste into a pull request.")
+@db_option
+@json_option
+def diff_cmd(old: str, new: str, show: int, markdown: bool, db: Path, as_json: bool) -> None:
+    """Which rows change label or route between two policy versions, with accuracy per route.
+
+    OLD and NEW are each a policy file, git:REV:path (the file at a git revision), or a run id
+    (run:ID or ID).
+    """
+    from labelql.diff import diff, render_markdown
+    from labelql.versions import load_side
+
+    with open_store(db) as store:
+        a, b = load_side(old, store), load_side(new, store)
+        report = diff(store, a, b, show)
+    if as_json:
+        _print_json(report)
+    elif markdown:
+        click.echo(render_markdown(report), nl=False)
+    else:
+        _print_diff(report)
+
+
+def _print_diff(d: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    con = _console()
+    share = d["changed"] / d["rows"] if d["rows"] else 0.0
+    con.print(
+        f"{d['old']} -> {d['new']}: {d['changed']:,} of {d['rows']:,} rows change ({_pct(share, 2)})",
+        markup=False,
+    )
+    if d["only_old"] or d["only_new"]:
+        con.print(
+            f"({d['only_old']:,} rows only in old, {d['only_new']:,} only in new: not compared)", markup=False
+        )
+    t = Table(title="routes")
+    for col in ("route", "rows before", "rows after", "accuracy before [95% CI]", "accuracy after [95% CI]"):
+        t.add_column(col, justify="left" if col == "route" else "right")
+    for r in d["routes"]:
+        t.add_row(
+            r["route"],
+            f"{r['rows_before']:,} ({_pct(r['share_before'])})",
+            f"{r['rows_after']:,} ({_pct(r['share_after'])})",
+            _pct(r["accuracy_before"], 2) + _ci(r["ci95_before"]),
+            _pct(r["accuracy_after"], 2) + _ci(r["ci95_after"]),
+        )
+    con.print(t)
+    if d["transitions"]:
+        tt = Table(title="changes")
+        for col in ("from", "to", "rows", "gold right before", "gold right after"):
+            tt.add_column(col, justify="left" if col in ("from", "to") else "right")
+        for x in d["transitions"]:
+            tt.add_row(
+                f"{x['old_route']} {x['old_label'] or ''}".strip(),
+                f"{x['new_route']} {x['new_label'] or ''}".strip(),
+                f"{x['rows']:,}",
+                f"{x['old_correct']:,} of {x['gold']:,}",
+                f"{x['new_correct']:,} of {x['gold']:,}",
+            )
+        con.print(tt)
+    for r in d["rules_removed"]:
+        con.print(f"- {r}", style="red", markup=False)
+    for r in d["rules_added"]:
+        con.print(f"+ {r}", style="green", markup=False)
+    if d["examples"]:
+        et = Table(title="examples")
+        for col in ("key", "path", "before", "after", "gold"):
+            et.add_column(col)
+        for e in d["examples"]:
+            et.add_row(e["key"], e["path"] or "-", e["old"], e["new"], e["gold"] or "-")
+        con.print(et)
+
+
+@main.command("test")
+@click.argument("policy", type=click.Path(path_type=Path))
+@db_option
+@json_option
+def test_cmd(policy: Path, db: Path, as_json: bool) -> None:
+    """Check POLICY's expectations (in the file, or in NAME.expect.lql beside it); exit 1 if one fails.
+
+    e.g. `expect coverage(done) >= 0.85`, `expect accuracy(done) >= 0.99`,
+    `expect "cat_vs_dog_12" -> cat done`.
+    """
+    from rich.markup import escape
+
+    from labelql.checker import check_with_expectations
+    from labelql.engine import run_policy
+    from labelql.expect import evaluate
+
+    checked, expectations, where = check_with_expectations(policy)
+    if not expectations:
+        raise LabelQLError(
+            f"{policy} has no expectations",
+            hint=f"add lines like `expect coverage(done) >= 0.85` to it or to {where}",
+        )
+    with open_store(db) as store:
+        result = run_policy(store, checked, keep=False)
+        outcomes = evaluate(store, result, expectations)
+    failed = [o for o in outcomes if not o["passed"]]
+    if as_json:
+        _print_json({"passed": not failed, "expectations": outcomes})
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"{policy}: {len(outcomes) - len(failed)} of {len(outcomes)} expectations hold")
+        for col in ("", "expectation", "actual", "where"):
+            t.add_column(col)
+        for o in outcomes:
+            t.add_row(
+                "[green]ok[/green]" if o["passed"] else "[red]FAIL[/red]",
+                escape(o["text"]),
+                escape(o["actual"]),
+                o["at"],
+            )
+        _console().print(t)
+    if failed:
+        sys.exit(1)
+
+
+# -- repl ----------------------------------------------------------------------------------------
+@main.command()
+@click.argument("policy", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--script",
+    type=click.Path(path_type=Path, allow_dash=True),
+    default=None,
+    help="Run the inputs of FILE (- for stdin) instead of prompting; exit 1 if any failed.",
+)
+@db_option
+@functools.partial(json_option, help="One JSON object per answer, a line each (script mode).")
+def repl(policy: Path | None, script: Path | None, db: Path, as_json: bool) -> None:
+    """Try conditions and rules on the data live, then keep what works (:help inside).
+
+    A condition prints the rows it matches, its coverage, the gold labels among them and the majority's
+    accuracy with a 95% interval; a rule prints what adding it would change. The database is read into
+    memory and not held: other commands can write to it meanwhile.
+    """
+    import sys
+
+    from labelql.repl import run_interactive, run_script
+    from labelql.session import Session
+
+    con = _console()
+    interactive = script is None and sys.stdin.isatty() and not as_json
+    if interactive:
+        con.print(f"loading {db} ...", highlight=False)
+    session = Session(db, policy)
+    if interactive:
+        run_interactive(session, con)
+        return
+    text = sys.stdin.read() if script is None or str(script) == "-" else script.read_text(encoding="utf-8")
+    sys.exit(run_script(session, text, con, as_json))
 
 
 # -- demo ----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import json
 import pickle
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,28 +148,32 @@ def ensure_clusters(
         "ORDER BY id DESC LIMIT 1",
         [map_id, spec],
     ).fetchall()
-    keys, xy = map_coords(store, map_id)
     if found and not refit:
         run_id, model_path, summary = found[0]
-        have = {
-            k for (k,) in con.execute("SELECT key FROM cluster_assign WHERE run_id = ?", [run_id]).fetchall()
-        }
-        todo = [i for i, k in enumerate(keys) if k not in have]
+        # Only the map's rows without a cluster yet (new rows placed by transform) are read.
+        rows = con.execute(
+            "SELECT key, x, y FROM map_coords m WHERE map_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM cluster_assign a WHERE a.run_id = ? AND a.key = m.key) ORDER BY key",
+            [map_id, run_id],
+        ).fetchall()
+        todo = [r[0] for r in rows]
         infos = [ClusterInfo(**c) for c in json.loads(summary)["clusters"]]
         if todo:
             import hdbscan
 
-            with open(model_path, "rb") as f:
+            xy_new = np.asarray([(r[1], r[2]) for r in rows], dtype=np.float64)
+            with open(store.cache_dir() / Path(model_path).name, "rb") as f:
                 model = pickle.load(f)  # our own file, written below
-            labels, _ = hdbscan.approximate_predict(model, np.asarray(xy[todo], dtype=np.float64))
+            labels, _ = hdbscan.approximate_predict(model, xy_new)
             names = {c.cluster: c.name for c in infos}
-            _assign(store, run_id, [keys[i] for i in todo], np.asarray(labels), names)
+            _assign(store, run_id, todo, np.asarray(labels), names)
         noise = con.execute(
             "SELECT count(*) FROM cluster_assign WHERE run_id = ? AND cluster = -1", [run_id]
         ).fetchall()[0][0]
         return ClusterResult(
             run_id, cset.projection, infos, int(noise), len(todo), not todo, time.perf_counter() - t0
         )
+    keys, xy = map_coords(store, map_id)
     params = dict(cset.params)
     min_size = int(params.get("min_size", default_min_size(len(keys))))
     # HDBSCAN's own default (min_samples = min_size) costs O(n * min_size): 35 s on 100,000 points.
@@ -195,7 +200,7 @@ def ensure_clusters(
         path = store.cache_dir() / f"clusters{run_id}.pkl"
         with open(path, "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
-        con.execute("UPDATE cluster_runs SET model_path = ? WHERE id = ?", [str(path), run_id])
+        con.execute("UPDATE cluster_runs SET model_path = ? WHERE id = ?", [path.name, run_id])
         _assign(store, run_id, keys, labels, {c.cluster: c.name for c in infos})
     return ClusterResult(
         run_id, cset.projection, infos, int((labels == -1).sum()), 0, False, time.perf_counter() - t0

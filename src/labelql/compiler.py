@@ -135,9 +135,12 @@ class SqlExpr:
     }
 
 
-def features_select(plan: Plan, cluster_runs: dict[str, int]) -> exp.Select:
-    """One row per data row with every input column of the plan."""
+def features_select(plan: Plan, cluster_runs: dict[str, int], scope: str | None = None) -> exp.Select:
+    """One row per data row with every input column of the plan (with ``scope``, only the rows whose
+    keys that table lists: ``labelql apply`` routes the new rows alone)."""
     q = exp.select(_col("key", "r").as_("key")).from_(exp.to_table("rows").as_("r"))
+    if scope is not None:
+        q = q.where(_col("key", "r").isin(query=exp.select(_col("key")).from_(exp.to_table(scope))))
     for i, c in enumerate(plan.columns):
         alias = f"j{i}"
         if c.kind == "score":
@@ -166,12 +169,23 @@ def features_select(plan: Plan, cluster_runs: dict[str, int]) -> exp.Select:
         elif c.kind == "added":
             q = q.select(_col("added_at", "r").as_(c.name))
         elif c.kind == "unlabeled":
+            # No human label (gold of any source) and no machine label of record (a kept run or apply).
             has_gold = exp.Exists(
                 this=exp.select(exp.Literal.number(1))
                 .from_(exp.to_table("gold").as_("g"))
                 .where(exp.EQ(this=_col("key", "g"), expression=_col("key", "r")))
             )
-            q = q.select(exp.Not(this=has_gold).as_(c.name))
+            has_label = exp.Exists(
+                this=exp.select(exp.Literal.number(1))
+                .from_(exp.to_table("applied").as_("p"))
+                .where(
+                    exp.and_(
+                        exp.EQ(this=_col("key", "p"), expression=_col("key", "r")),
+                        exp.Not(this=exp.Is(this=_col("label", "p"), expression=exp.Null())),
+                    )
+                )
+            )
+            q = q.select(exp.Not(this=exp.Paren(this=exp.or_(has_gold, has_label))).as_(c.name))
         else:  # pragma: no cover - the plan makes only the kinds above
             raise TypeError(f"unknown input kind {c.kind}")
     return q
@@ -187,13 +201,14 @@ def _has(route: str, label_index: int) -> str:
     return f"has_{route}_{label_index}"
 
 
-def decide_select(plan: Plan, features: str) -> exp.Select:
+def decide_select(plan: Plan, features: str, carry: tuple[str, ...] = ()) -> exp.Select:
     """Every let and rule on every row, then the routing decision, with boolean arithmetic only.
 
     For each route and label, ``has_<route>_<i>`` says whether a rule at that route gives that label;
     the number of labels at a route decides: one -> that label, several -> a conflict (manual), none ->
     the next route, then manual. Lists of matched rules are built only where they are stored
-    (:func:`rule_lists`), which keeps routing a single cheap pass.
+    (:func:`rule_lists`), which keeps routing a single cheap pass. ``carry`` names columns of
+    ``features`` to pass through (the REPL compares a candidate's decision with the current one).
     """
     to_sql = SqlExpr(plan)
     labels = sorted(plan.policy.labels)
@@ -228,6 +243,8 @@ def decide_select(plan: Plan, features: str) -> exp.Select:
         return exp.GT(this=a, expression=exp.Literal.number(v))
 
     def the_label(route: str) -> exp.Expression:
+        if not labels:  # a policy without labels (yet): nothing to name
+            return exp.Cast(this=exp.Null(), to=exp.DataType.build("VARCHAR"))
         return exp.Case(
             ifs=[
                 exp.If(this=_col(_has(route, k)), true=exp.Literal.string(lab))
@@ -236,6 +253,8 @@ def decide_select(plan: Plan, features: str) -> exp.Select:
         )
 
     def conflict(route: str) -> exp.Expression:
+        if not labels:
+            return exp.Literal.string(f"conflict at {route}")
         names = [
             exp.Case(ifs=[exp.If(this=_col(_has(route, k)), true=exp.Literal.string(lab))])
             for k, lab in enumerate(labels)
@@ -276,7 +295,7 @@ def decide_select(plan: Plan, features: str) -> exp.Select:
         n_matched = exp.Add(this=n_matched, expression=t)
     # Inputs stay in the features table: copying a million rows of them would double the cost.
     keep = (
-        ["key"]
+        ["key", *carry]
         + [rule_column(r.index) for r in plan.policy.rules]
         + [let_column(i) for i in range(len(plan.policy.lets))]
     )

@@ -38,17 +38,25 @@ def build_demo_store(db: Path, seed: int = 0, rows: int | None = None) -> None:
     """A fresh database with the simulated rows and their gold labels (vectors come with prepare)."""
     import shutil
 
-    from labelql.simulate import N_ROWS, CatsDogs
-    from labelql.store import Store, staged, upsert_gold
+    from labelql.simulate import N_ROWS
+    from labelql.store import Store
 
     for path in (db, db.with_name(db.name + ".wal")):
         if path.exists():
             path.unlink()
     shutil.rmtree(db.parent / f"{db.stem}_cache", ignore_errors=True)
+    Store.create(db).close()
+    add_demo_rows(db, 0, rows or N_ROWS, seed)
+
+
+def add_demo_rows(db: Path, start: int, stop: int, seed: int = 0) -> None:
+    """Simulated rows ``start`` to ``stop - 1`` and their gold labels, as an ingest would add them."""
+    from labelql.simulate import CatsDogs
+    from labelql.store import Store, staged, upsert_gold
+
     sim = CatsDogs(seed)
-    n = rows or N_ROWS
-    truths = [sim.truth(i) for i in range(n)]
-    with Store.create(db) as store, store.transaction() as con:
+    truths = [sim.truth(i) for i in range(start, stop)]
+    with Store.open(db) as store, store.transaction() as con:
         meta = json.dumps({"simulated": True})
         with staged(con, "_demo_rows", ["key"], [[t.key] for t in truths]):
             con.execute(

@@ -122,6 +122,9 @@ def _head_and_body(s: A.Statement, pad: int) -> tuple[str, str]:
         return f"clusters {s.projection.value}{params}:", defs
     if isinstance(s, A.Import):
         return "import", quote(s.path.value)
+    if isinstance(s, A.Expect):
+        names = [n.value for n in (s.label, s.route) if n is not None]
+        return "expect", expr(s.expr) + (f" -> {' '.join(names)}" if names else "")
     if isinstance(s, A.Rule):
         name = f"rule {s.name.value}: " if s.name else ""
         return f"{name}{s.label.value} IF", expr(s.condition)

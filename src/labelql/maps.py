@@ -1,9 +1,17 @@
 """2-D maps of a space (UMAP, t-SNE, PCA), cached in the store and extended by transform.
 
-A map is keyed by (space, kind, parameters, model fingerprint). The first run fits it on every vector
-and keeps the fitted model in a file beside the database; later runs place new rows into the existing map
-with the library's own ``transform`` (UMAP's, openTSNE's, PCA's) instead of recomputing it, so old rows
-keep their coordinates. ``refit`` recomputes from scratch.
+A map is keyed by (space, kind, parameters, model fingerprint). The first run fits it on every vector;
+later runs place new rows into the existing map instead of recomputing it, so old rows keep their
+coordinates. ``refit`` recomputes from scratch.
+
+How new rows are placed: PCA by its own ``transform``. UMAP and t-SNE by their neighbours: a new row goes
+to the weighted mean of the map positions of its 15 nearest fitted rows (exact search), weighted by UMAP's
+fuzzy membership (``smooth_knn_dist``: the nearest neighbour weighs 1, the weights sum to log2(15)). That is
+where UMAP's own ``transform`` starts before refining with a few epochs of gradient descent; the libraries'
+transforms cost seconds of numba compilation per process (UMAP) and an index of the whole data set in a
+pickle (1.1 GB for openTSNE at 100,000 rows), so ``labelql apply`` would cost what the data set costs. The
+fitted rows' vectors are kept as a memory-mapped file (``ref-space<id>-<version>.f32``, shared by the maps of
+one space and version). docs/workflow.md measures how much this placement differs from a fit on all rows.
 
 numba compiles UMAP for ~30 s in a fresh process; its cache is kept in a persistent folder
 (``NUMBA_CACHE_DIR``, default ``~/.cache/labelql/numba``) so later processes skip that.
@@ -11,11 +19,13 @@ numba compiles UMAP for ~30 s in a fresh process; its cache is kept in a persist
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +34,8 @@ import numpy as np
 
 from labelql.diagnostics import LabelQLError
 from labelql.policy import ProjectionDef
-from labelql.signals import Matrix
-from labelql.store import SpaceInfo, Store
+from labelql.signals import Matrix, vectors_without
+from labelql.store import SpaceInfo, Store, fetch_arrow
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "umap": {"neighbors": 15, "min_dist": 0.1, "seed": 0, "metric": "cosine"},
@@ -84,8 +94,6 @@ def _fit(kind: str, params: dict[str, Any], x: np.ndarray[Any, Any]) -> tuple[An
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # umap warns that a precomputed graph disables its own index
             coords = model.fit_transform(x)
-        # Our exact index replaces pynndescent's for transform (and pickles instantly; see ExactSearch).
-        model._knn_search_index = ExactSearch(model._raw_data, params["metric"])
         return model, np.asarray(coords, dtype=np.float32)
     if kind == "tsne":
         if n <= 3 * params["perplexity"]:
@@ -119,25 +127,21 @@ def _fit(kind: str, params: dict[str, Any], x: np.ndarray[Any, Any]) -> tuple[An
 
 
 class ExactSearch:
-    """Exact nearest neighbours by chunked matrix products: stands in for UMAP's pynndescent index.
+    """Exact nearest neighbours by chunked matrix products: the k-nearest-neighbour graph UMAP is fitted
+    on (up to 50,000 rows), and the neighbours that place new rows on a map. ``unit``: the rows are
+    already L2-normalised (the store keeps them so), which spares a pass over them for cosine."""
 
-    Pickling a fitted UMAP makes pynndescent compile its search function first: 55 s for 18,699 rows,
-    on every fit. LabelQL keeps this small exact index in its place, so saving the map is instant and
-    ``UMAP.transform`` (the library's own) still places new rows, with exact rather than approximate
-    neighbours.
-    """
-
-    def __init__(self, data: np.ndarray[Any, Any], metric: str) -> None:
+    def __init__(self, data: np.ndarray[Any, Any], metric: str, unit: bool = False) -> None:
         self._raw_data = np.ascontiguousarray(data, dtype=np.float32)
         self.metric = metric
-        self._angular_trees = metric == "cosine"
+        self.unit = unit
 
     def query(self, x: np.ndarray[Any, Any], k: int, epsilon: float = 0.0) -> tuple[Any, Any]:
         """The ``k`` nearest rows of the index for each row of ``x``: (indices, distances), nearest first."""
         data = self._raw_data
-        if self.metric == "cosine":
+        if self.metric == "cosine" and not self.unit:
             data = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
-        sq = (data * data).sum(1)
+        sq = (data * data).sum(1) if self.metric != "cosine" else None
         k = min(k, len(data))
         out_i = np.empty((len(x), k), dtype=np.int32)
         out_d = np.empty((len(x), k), dtype=np.float32)
@@ -147,6 +151,7 @@ class ExactSearch:
                 q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
                 dist = 1.0 - q @ data.T
             else:
+                assert sq is not None
                 dist = np.sqrt(np.maximum((q * q).sum(1)[:, None] - 2 * q @ data.T + sq[None, :], 0))
             idx = np.argpartition(dist, k - 1, axis=1)[:, :k]
             d = np.take_along_axis(dist, idx, axis=1)
@@ -178,9 +183,17 @@ def _transform(kind: str, model: Any, x: np.ndarray[Any, Any]) -> np.ndarray[Any
 
 
 def ensure_map(
-    store: Store, proj: ProjectionDef, info: SpaceInfo, matrix: Matrix, refit: bool = False
+    store: Store,
+    proj: ProjectionDef,
+    info: SpaceInfo,
+    matrix: Matrix | Callable[[], Matrix],
+    refit: bool = False,
 ) -> MapResult:
-    """Coordinates for every vector of the space on this projection (see the module docstring)."""
+    """Coordinates for every vector of the space on this projection (see the module docstring).
+
+    ``matrix`` may be a function: a fitted map places new rows from their own vectors, read by key,
+    and never needs the whole matrix (so ``labelql apply`` costs what the new rows cost).
+    """
     t0 = time.perf_counter()
     params = full_params(proj)
     params_json = json.dumps(params, sort_keys=True)
@@ -193,14 +206,21 @@ def ensure_map(
     ).fetchall()
     if found and not refit:
         map_id, model_path = found[0]
-        have = {k for (k,) in con.execute("SELECT key FROM map_coords WHERE map_id = ?", [map_id]).fetchall()}
-        todo = [i for i, k in enumerate(matrix.keys.tolist()) if k not in have]
+        todo, vectors = vectors_without(
+            store, info, "SELECT 1 FROM map_coords c WHERE c.map_id = ? AND c.key = v.key", [map_id]
+        )
         if todo:
-            with open(model_path, "rb") as f:
-                model = pickle.load(f)  # our own file, written below
-            coords = _transform(proj.kind, model, np.asarray(matrix.vectors[todo]))
-            _insert(store, map_id, [str(matrix.keys[i]) for i in todo], coords, "transform")
+            name = Path(model_path).name
+            if proj.kind in NEIGHBOUR_PLACED and not name.endswith(".pkl"):
+                coords = place_by_neighbours(store, map_id, name, params["metric"], vectors)
+            else:  # PCA, or a UMAP / t-SNE map fitted by an earlier LabelQL that pickled the model
+                with open(store.cache_dir() / name, "rb") as f:
+                    model = pickle.load(f)  # our own file, written below
+                coords = _transform(proj.kind, model, vectors)
+            _insert(store, map_id, todo, coords, "transform")
         return MapResult(map_id, proj.name, 0, len(todo), not todo, time.perf_counter() - t0)
+    if callable(matrix):
+        matrix = matrix()
     if len(matrix.keys) == 0:
         raise LabelQLError(
             f"space '{info.name}' has no vectors to map", hint="embed rows first (labelql prepare)"
@@ -221,12 +241,96 @@ def ensure_map(
             "VALUES (?, ?, ?::JSON, ?, ?, now()) RETURNING id",
             [info.name, proj.kind, params_json, info.fingerprint, len(coords)],
         ).fetchall()[0][0]
-        model_path = store.cache_dir() / f"map{map_id}-{proj.kind}.pkl"
-        with open(model_path, "wb") as f:
-            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
-        con.execute("UPDATE maps SET model_path = ? WHERE id = ?", [str(model_path), map_id])
+        if proj.kind in NEIGHBOUR_PLACED:
+            saved = save_reference(store, info, matrix)
+        else:
+            saved = f"map{map_id}-{proj.kind}.pkl"
+            with open(store.cache_dir() / saved, "wb") as f:
+                pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+        con.execute("UPDATE maps SET model_path = ? WHERE id = ?", [saved, map_id])
         _insert(store, map_id, [str(k) for k in matrix.keys.tolist()], coords, "fit")
     return MapResult(map_id, proj.name, len(coords), 0, False, time.perf_counter() - t0)
+
+
+NEIGHBOUR_PLACED = ("umap", "tsne")
+NEIGHBOURS = 15
+
+
+def save_reference(store: Store, info: SpaceInfo, matrix: Matrix) -> str:
+    """Keep the vectors a map was fitted on (a hard link to the space's matrix file when possible)."""
+    tag = hashlib.sha256(matrix.version.encode()).hexdigest()[:16]
+    name = f"ref-space{info.id}-{tag}"
+    base, source = store.cache_dir() / name, store.cache_dir() / f"space{info.id}-{tag}"
+    for suffix in (".f32", ".keys.npy"):
+        target = Path(str(base) + suffix)
+        if target.exists():
+            continue
+        try:
+            os.link(str(source) + suffix, target)  # the matrix file of the same version: no copy
+        except OSError:
+            tmp = Path(str(target) + ".tmp")
+            if suffix == ".f32":
+                np.ascontiguousarray(matrix.vectors, dtype=np.float32).tofile(tmp)
+            else:
+                with open(tmp, "wb") as f:
+                    np.save(f, np.asarray(matrix.keys).astype(str))
+            tmp.replace(target)
+    return name
+
+
+def fuzzy_weights(dist: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """UMAP's fuzzy membership of each row's k neighbours (its ``smooth_knn_dist``, vectorised): the
+    nearest weighs 1, and sigma is found by bisection so that each row's weights sum to log2(k)."""
+    d = np.asarray(dist, dtype=np.float64)
+    rho = d[:, :1]
+    excess = np.maximum(d - rho, 0.0)
+    target = np.log2(d.shape[1])
+    lo, hi = np.zeros(len(d)), np.full(len(d), np.inf)
+    sigma = np.ones(len(d))
+    for _ in range(64):
+        total = np.exp(-excess / sigma[:, None]).sum(1)
+        big = total > target
+        hi = np.where(big, sigma, hi)
+        lo = np.where(big, lo, sigma)
+        sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
+    return np.asarray(np.exp(-excess / np.maximum(sigma, 1e-12)[:, None]))
+
+
+_NEIGHBOURS_SEEN: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def _neighbours(base: Path, n: int, metric: str, vectors: np.ndarray[Any, Any]) -> tuple[Any, Any]:
+    """The new rows' nearest fitted rows; the maps of one space (UMAP and t-SNE) share one search."""
+    digest = hashlib.sha1(np.ascontiguousarray(vectors).tobytes()).hexdigest()
+    key = (str(base), metric, digest)
+    if key not in _NEIGHBOURS_SEEN:
+        ref = np.memmap(str(base) + ".f32", dtype=np.float32, mode="r", shape=(n, vectors.shape[1]))
+        _NEIGHBOURS_SEEN.clear()  # one batch of new rows at a time: keep no more than that
+        # The store keeps unit vectors (vectors.store_vectors), so cosine needs no normalising here.
+        _NEIGHBOURS_SEEN[key] = ExactSearch(ref, metric, unit=True).query(vectors, min(NEIGHBOURS, n))
+    return _NEIGHBOURS_SEEN[key]
+
+
+def place_by_neighbours(
+    store: Store, map_id: int, reference: str, metric: str, vectors: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """New rows' map positions: the fuzzy-weighted mean position of their nearest fitted rows."""
+    base = store.cache_dir() / reference
+    keys = np.load(str(base) + ".keys.npy", allow_pickle=False)
+    fitted = fetch_arrow(
+        store.con,
+        "SELECT key, x, y FROM map_coords WHERE map_id = ? AND placed_by = 'fit' ORDER BY key",
+        [map_id],
+    )
+    xy = np.column_stack([fitted.column(c).to_numpy(zero_copy_only=False) for c in ("x", "y")]).astype(
+        np.float64
+    )
+    if not np.array_equal(np.asarray(fitted.column("key").to_pylist(), dtype=str), keys):
+        where = dict(zip(fitted.column("key").to_pylist(), xy, strict=True))
+        xy = np.asarray([where[k] for k in keys.tolist()], dtype=np.float64)
+    idx, dist = _neighbours(base, len(keys), metric, vectors)
+    w = fuzzy_weights(dist)
+    return np.asarray((w[..., None] * xy[idx]).sum(1) / w.sum(1, keepdims=True), dtype=np.float32)
 
 
 def _insert(store: Store, map_id: int, keys: list[str], coords: np.ndarray[Any, Any], placed_by: str) -> None:

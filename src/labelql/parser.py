@@ -41,6 +41,7 @@ KEYWORDS = frozenset(
         "RULE",
         "SLICE",
         "IMPORT",
+        "EXPECT",
         "IF",
         "AND",
         "OR",
@@ -60,6 +61,7 @@ STATEMENT_KEYWORDS = (
     "rule",
     "slice",
     "import",
+    "expect",
 )
 _STATEMENT_KW_TYPES = frozenset(k.upper() for k in STATEMENT_KEYWORDS)
 _PUNCTUATION = frozenset({"LPAR", "RPAR", "COMMA", "COLON", "EQ", "ARROW"})
@@ -199,6 +201,12 @@ class _Builder:
 
     def import_stmt(self, c: list[Any]) -> A.Import:
         return A.Import(c[1], span=self._s(c))
+
+    def expect_stmt(self, c: list[Any]) -> A.Expect:
+        n = [x for x in self._nodes(c)[1:] if x is not None]
+        label = n[1] if len(n) > 1 else None
+        route = n[2] if len(n) > 2 else None
+        return A.Expect(n[0], label, route, span=self._s(c))
 
     def _chain(self, c: list[Any], cls: type[A.And] | type[A.Or]) -> A.Expr:
         operands: list[A.Expr] = []

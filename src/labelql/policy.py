@@ -295,6 +295,16 @@ def walk(e: TExpr) -> list[TExpr]:
     return out
 
 
+def walk_through_lets(e: TExpr, lets: dict[str, TExpr]) -> list[TExpr]:
+    """Like :func:`walk`, and into the definition of every let it uses (the inputs a condition reads)."""
+    out: list[TExpr] = []
+    for node in walk(e):
+        out.append(node)
+        if isinstance(node, LetRef) and node.name in lets:
+            out.extend(walk_through_lets(lets[node.name], lets))
+    return out
+
+
 # -- definitions ---------------------------------------------------------------------------------
 Params = tuple[tuple[str, Any], ...]
 
@@ -380,6 +390,25 @@ class SliceDef:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """What ``labelql test`` checks after routing.
+
+    ``metric`` (coverage, accuracy, rows, errors) of ``target`` (a route, or a rule's name) compared
+    with ``value``; or, with ``key`` set, that row's label and/or route.
+    """
+
+    text: str
+    metric: str | None = None
+    target: str | None = None
+    op: str | None = None
+    value: float | None = None
+    key: str | None = None
+    label: str | None = None
+    route: str | None = None
+    span: Span = field(default=_NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class CheckedPolicy:
     """A resolved, typed, validated policy (see module docstring)."""
 
@@ -397,6 +426,7 @@ class CheckedPolicy:
     imports: tuple[str, ...]
     warnings: tuple[Diagnostic, ...] = ()
     sources: SourceMap | None = field(default=None, compare=False, repr=False)
+    expectations: tuple[Expectation, ...] = ()
 
     def space(self, name: str) -> SpaceDef:
         return next(s for s in self.spaces if s.name == name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from labelql import policy as P
@@ -94,15 +95,20 @@ def prepare(
     options: PrepareOptions | None = None,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    encoders: dict[str, Encoder] | None = None,
 ) -> PrepareReport:
-    """Compute what ``policy`` needs; see the module docstring."""
+    """Compute what ``policy`` needs; see the module docstring.
+
+    ``encoders`` keeps loaded models between calls (the REPL encodes a new prompt per query; loading
+    a CLIP model each time would cost seconds).
+    """
     from labelql.clusters import ensure_clusters
     from labelql.maps import ensure_map
 
     options = options or PrepareOptions()
     t0 = time.perf_counter()
     report = PrepareReport()
-    encoders: dict[str, Encoder] = {}
+    encoders = {} if encoders is None else encoders
 
     def encoder_for(name: str) -> Encoder:
         if name not in encoders:
@@ -153,7 +159,7 @@ def prepare(
         proj = policy.projection(proj_name)
         if progress:
             progress(f"map {proj_name}", 0, 1)
-        m = ensure_map(store, proj, infos[proj.space], ctx.matrix(proj.space), refit=options.refit)
+        m = ensure_map(store, proj, infos[proj.space], partial(ctx.matrix, proj.space), refit=options.refit)
         map_ids[proj_name] = m.map_id
         report.maps.append(m)
     for cset in policy.cluster_sets:

@@ -167,25 +167,33 @@ def prompt_vector(ctx: ScoreContext, space: str, prompt: str) -> np.ndarray[Any,
 
 
 def anchor_matrix(ctx: ScoreContext, space: str, keys: tuple[str, ...], what: str) -> np.ndarray[Any, Any]:
-    m = ctx.matrix(space)
-    rows, missing = m.rows_of(keys)
+    """The anchors' vectors, read by key (a handful of rows: no need for the whole matrix)."""
+    info = ctx.spaces[space]
+    rows = dict(
+        ctx.store.con.execute(
+            f"SELECT key, vec FROM {info.table} WHERE list_contains(?::VARCHAR[], key)", [list(keys)]
+        ).fetchall()
+    )
+    missing = [k for k in keys if k not in rows]
     if missing:
         raise LabelQLError(
             f"{what}: {len(missing)} anchor keys have no vector in space '{space}': "
             f"{', '.join(missing[:10])}",
             hint="check the keys (labelql info), or embed those rows first",
         )
-    return np.asarray(m.vectors[rows], dtype=np.float32)
+    return np.asarray([rows[k] for k in keys], dtype=np.float32)
 
 
-def compute_values(ctx: ScoreContext, s: Signal) -> np.ndarray[Any, Any]:
-    """One score per row of the space's matrix (in its key order)."""
-    m = ctx.matrix(s.space)
+def compute_values(
+    ctx: ScoreContext, s: Signal, vectors: np.ndarray[Any, Any] | None = None
+) -> np.ndarray[Any, Any]:
+    """One score per row of ``vectors`` (default: the space's whole matrix, in its key order)."""
+    m = ctx.matrix(s.space).vectors if vectors is None else vectors
     if isinstance(s, P.TextScore):
-        return np.asarray(m.vectors @ prompt_vector(ctx, s.space, s.prompt))
+        return np.asarray(m @ prompt_vector(ctx, s.space, s.prompt))
     what = f"similar({s.anchors or s.keys[0]})" if isinstance(s, P.SimilarScore) else f"near({s.anchors})"
     anchors = anchor_matrix(ctx, s.space, s.keys, what)
-    sims = np.asarray(m.vectors @ anchors.T)
+    sims = np.asarray(m @ anchors.T)
     if isinstance(s, P.SimilarScore):
         return np.asarray(sims.max(axis=1))
     return np.asarray((sims >= np.float32(s.threshold)).sum(axis=1), dtype=np.float32)
@@ -205,11 +213,23 @@ def ensure_scores(ctx: ScoreContext, signals: list[Signal], force: bool = False)
         if hit and hit[0][0] == version and not force:
             out.append(SignalReport(sid, -1, True, time.perf_counter() - t))
             continue
-        m = ctx.matrix(s.space)
-        values = compute_values(ctx, s).astype(np.float32)
-        table = pa.table({"key": pa.array(m.keys.tolist(), pa.string()), "value": pa.array(values)})
+        info = ctx.spaces[s.space]
+        extend = bool(hit) and not force and hit[0][0].startswith(ctx.store.version_base(info))
+        if extend:
+            # Rows were only added since the scores were computed: score just the rows without one,
+            # so the cost follows the new data (labelql apply), not the data set.
+            keys, vecs = vectors_without(
+                ctx.store, info, "SELECT 1 FROM scores s WHERE s.signal = ? AND s.key = v.key", [sid]
+            )
+            values = compute_values(ctx, s, vecs).astype(np.float32) if keys else np.zeros(0, np.float32)
+        else:
+            m = ctx.matrix(s.space)
+            keys = m.keys.tolist()
+            values = compute_values(ctx, s).astype(np.float32)
+        table = pa.table({"key": pa.array(keys, pa.string()), "value": pa.array(values)})
         with ctx.store.transaction():
-            con.execute("DELETE FROM scores WHERE signal = ?", [sid])
+            if not extend:
+                con.execute("DELETE FROM scores WHERE signal = ?", [sid])
             con.register("_scores_in", table)
             try:
                 con.execute("INSERT INTO scores SELECT ?, key, value FROM _scores_in", [sid])
@@ -224,6 +244,21 @@ def ensure_scores(ctx: ScoreContext, signals: list[Signal], force: bool = False)
             )
         out.append(SignalReport(sid, len(values), False, time.perf_counter() - t))
     return out
+
+
+def vectors_without(
+    store: Store, info: SpaceInfo, correlated: str, params: list[Any]
+) -> tuple[list[str], np.ndarray[Any, Any]]:
+    """Keys (in key order) and vectors of the space's rows for which ``correlated``, a subquery on
+    ``v.key``, finds nothing: the rows a cache lacks, read without loading the whole matrix."""
+    arrow = fetch_arrow(
+        store.con,
+        f"SELECT v.key, v.vec FROM {info.table} v WHERE NOT EXISTS ({correlated}) ORDER BY v.key",
+        params,
+    )
+    keys = arrow.column("key").to_pylist()
+    flat = arrow.column("vec").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return keys, np.asarray(flat, dtype=np.float32).reshape(len(keys), info.dim)
 
 
 def scores_for(store: Store, s: Signal) -> dict[str, float]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -164,7 +164,35 @@ MIGRATIONS.append(
     ["ALTER TABLE spaces ADD COLUMN revision BIGINT DEFAULT 0"]
 )
 
+MIGRATIONS.append(
+    # 5: labels of record (the latest kept run's or apply's decision per row), run kinds, git commits
+    [
+        "ALTER TABLE runs ADD COLUMN kind VARCHAR DEFAULT 'run'",
+        "ALTER TABLE runs ADD COLUMN git_commit VARCHAR",
+        "ALTER TABLE runs ADD COLUMN rows_routed BIGINT",
+        """CREATE TABLE applied (
+            key        VARCHAR PRIMARY KEY,
+            label      VARCHAR,
+            route      VARCHAR NOT NULL,
+            run_id     INTEGER NOT NULL,
+            applied_at TIMESTAMP NOT NULL
+        )""",
+        "UPDATE runs SET rows_routed = (SELECT count(*) FROM run_rows WHERE run_rows.run_id = runs.id)",
+        # The newest kept run of each row becomes its label of record.
+        """INSERT INTO applied SELECT key, arg_max(label, run_id), arg_max(route, run_id), max(run_id), now()
+           FROM run_rows GROUP BY key""",
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Connected(Protocol):
+    """Anything with a DuckDB connection: a :class:`Store`, or the REPL's in-memory copy of one."""
+
+    con: duckdb.DuckDBPyConnection
+
+
 _SPACE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -369,15 +397,21 @@ class Store:
             f"SELECT count(*), coalesce(bit_xor(hash(key)), 0), coalesce(sum(norm), 0) FROM {space.table}"
         ).fetchall()
         n, h, s = rows[0]
-        # created_at tells apart two databases made at the same path; revision counts vector writes.
+        # created_at tells apart two databases made at the same path; revision counts vector rewrites.
+        return f"{self.version_base(space)}{n}-{int(h):x}-{float(s):.6g}"
+
+    def version_base(self, space: SpaceInfo) -> str:
+        """The part of :meth:`data_version` that only a rewrite changes (a new model, a re-embedded or
+        deleted row): while it stays, vectors were only *added*, and caches may be extended."""
         meta = self.con.execute(
             "SELECT created_at, revision FROM spaces WHERE name = ?", [space.name]
         ).fetchall()
         created, revision = meta[0] if meta else ("", 0)
-        return f"{space.id}-{space.fingerprint[:12]}-{created}-{revision}-{n}-{int(h):x}-{float(s):.6g}"
+        return f"{space.id}-{space.fingerprint[:12]}-{created}-{revision}-"
 
     def bump_revision(self, table: str) -> None:
-        """Record that a space's vectors changed (called by every write to a vector table)."""
+        """Record that a space's existing vectors changed (deleted or re-embedded rows): appends do not
+        count, so caches built on the older vectors may be extended (see :meth:`version_base`)."""
         space_id = int(table.removeprefix("vectors_"))
         self.con.execute("UPDATE spaces SET revision = revision + 1 WHERE id = ?", [space_id])
 

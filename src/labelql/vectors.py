@@ -207,7 +207,11 @@ def import_embeddings(
 
 
 def store_vectors(store: Store, table: str, keys: list[str], matrix: np.ndarray[Any, Any]) -> None:
-    """Append L2-normalised vectors (and their raw norms) to a space's table."""
+    """Append L2-normalised vectors (and their raw norms) to a space's table.
+
+    Appending is not a rewrite: the space's revision stays, so caches (scores) are extended to the new
+    rows rather than recomputed; the data version still changes with the row count and key hash.
+    """
     import pyarrow as pa
 
     m = np.asarray(matrix, dtype=np.float64)
@@ -221,7 +225,6 @@ def store_vectors(store: Store, table: str, keys: list[str], matrix: np.ndarray[
         store.con.execute(f"INSERT INTO {table} SELECT key, vec, norm FROM _vectors_in")
     finally:
         store.con.unregister("_vectors_in")
-    store.bump_revision(table)
 
 
 def import_gold(store: Store, path: Path, source: str = "import") -> dict[str, Any]:
