@@ -16,6 +16,7 @@ from labelql.parser import _lalr_tables, lark_parser, parse, split_statements, t
 
 FIX = Path(__file__).parent / "fixtures" / "lang"
 VALID = [(FIX / n).read_text() for n in ("cats_dogs.lql", "messy.lql", "warnings.lql")]
+VALID.append(VALID[0] + 'expect coverage(done) >= 0.85\nexpect "cat_vs_dog_3" -> dog done\nexpect "k" -> manual\n')
 SNIPPETS = [
     "(",
     ")",
@@ -47,6 +48,7 @@ SNIPPETS = [
     "\t",
     "rule x:",
     "import ",
+    "expect ",
     "clusters umap:",
     ">=",
     "==",
