@@ -16,7 +16,9 @@ from labelql.parser import _lalr_tables, lark_parser, parse, split_statements, t
 
 FIX = Path(__file__).parent / "fixtures" / "lang"
 VALID = [(FIX / n).read_text() for n in ("cats_dogs.lql", "messy.lql", "warnings.lql")]
-VALID.append(VALID[0] + 'expect coverage(done) >= 0.85\nexpect "cat_vs_dog_3" -> dog done\nexpect "k" -> manual\n')
+VALID.append(
+    VALID[0] + 'expect coverage(done) >= 0.85\nexpect "cat_vs_dog_3" -> dog done\nexpect "k" -> manual\n'
+)
 SNIPPETS = [
     "(",
     ")",

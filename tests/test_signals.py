@@ -425,3 +425,15 @@ def test_plots(tmp_path: Path, blob_store: tuple[Store, np.ndarray, P.CheckedPol
     plot_html(store, map_id, "t", "gold", run_id, html, [("similar(a1)", sid)])
     page = html.read_text()
     assert "plotly" in page and "b1_000" in page and "similar(a1) = 1.000" in page
+
+
+def test_top_k_is_exact_with_ties_and_both_paths() -> None:
+    from labelql.maps import top_k
+
+    rng = np.random.default_rng(3)
+    for n in (50, 5000, 40000):  # small rows take argpartition; large ones the sampled lower bound
+        score = np.round(rng.standard_normal((64, n)), 2).astype(np.float32)  # many ties
+        got = top_k(score, 15)
+        want = -np.sort(-score, axis=1)[:, :15]
+        assert np.array_equal(np.take_along_axis(score, got, axis=1), want), n
+        assert all(len(set(r)) == 15 for r in got.tolist())
