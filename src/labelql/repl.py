@@ -337,4 +337,8 @@ def run_interactive(session: Session, con: Console) -> None:
         if any(i.strip() in QUIT for i in items):
             break
         for item in items:
-            answer(session, item, con)
+            try:
+                answer(session, item, con)
+            except KeyboardInterrupt:  # Ctrl-C stops the answer, not the session
+                con.print("interrupted", style="yellow")
+                break
