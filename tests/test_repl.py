@@ -388,6 +388,10 @@ def test_terminal_session_under_tmux(db: Path, tmp_path: Path) -> None:
 
     try:
         wait_for("lql>")
+        send("nl_cat_h", "Tab")  # Tab completes the let's name (the completer runs in the background)
+        wait_for("lql> nl_cat_high")
+        send("Enter")
+        wait_for("majority cat")
         send(f"{CAT_PROMPT} > 0.61 AND", "Enter")  # an incomplete line continues
         wait_for("...")
         send("cluster(umap) = cats", "Enter")
