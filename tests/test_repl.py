@@ -82,6 +82,11 @@ def test_lexer_highlights_every_example_policy_without_error_tokens() -> None:
         and (Name.Constant, "done") in toks
     )
     assert (Keyword.Declaration, "let") in list(LQLLexer().get_tokens("let x = anchors(a)"))
+    # Registered for Pygments users (pygmentize -l lql, documentation tools) through the entry point.
+    from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
+
+    assert isinstance(get_lexer_by_name("lql"), LQLLexer)
+    assert isinstance(get_lexer_for_filename("policy.lql"), LQLLexer)
     assert (Name.Function, "anchors") in list(LQLLexer().get_tokens("let x = anchors(a)"))
 
 
@@ -340,6 +345,19 @@ def test_completion_words_cover_the_policy() -> None:
     ):
         assert w in words, w
     assert "text(" in words and ":sweep" in words and 'meta("simulated")' in words and "AND" in words
+
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from labelql.repl import make_completer
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in make_completer(Fake()).get_completions(Document(text), CompleteEvent())]  # type: ignore[arg-type]
+
+    assert complete("nl_cat_h") == ["nl_cat_high"]
+    assert complete("cluster(tsne) = ") == ["cats", "dogs"]  # that projection's clusters, nothing else
+    assert complete("cluster(umap) IN (cats, d") == ["dogs"]
+    assert complete("cat IF nl_cat_high -> ") == ["done", "review"]
 
 
 def test_the_documented_walkthrough_rebuilds_the_guides_policy(db: Path, tmp_path: Path) -> None:

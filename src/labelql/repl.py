@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -287,9 +288,40 @@ def completion_words(session: Session) -> list[str]:
     return list(dict.fromkeys(words))
 
 
+_AFTER_CLUSTER = re.compile(r"cluster\(\s*(\w+)\s*\)\s*(?:=|!=|<>|(?:NOT\s+)?IN\s*\([^()]*)\s*\w*$", re.I)
+_AFTER_ARROW = re.compile(r"->\s*\w*$")
+
+
+def context_words(session: Session, before: str) -> list[str]:
+    """What may come next at the end of ``before``: a projection's cluster names after
+    ``cluster(P) =`` / ``IN (``, routes after ``->``, otherwise everything (:func:`completion_words`)."""
+    p = session.policy
+    m = _AFTER_CLUSTER.search(before)
+    if m:
+        names = [c.name for cs in p.cluster_sets if cs.projection == m.group(1) for c in cs.clusters]
+        if names:
+            return list(dict.fromkeys(names))
+    if _AFTER_ARROW.search(before):
+        return ["done", "review"]
+    return completion_words(session)
+
+
+def make_completer(session: Session) -> Any:
+    """A prompt_toolkit completer over :func:`context_words`."""
+    from prompt_toolkit.completion import Completer, WordCompleter
+
+    class LQLCompleter(Completer):
+        def get_completions(self, document: Any, complete_event: Any) -> Any:
+            words = context_words(session, document.text_before_cursor)
+            yield from WordCompleter(words, ignore_case=True, WORD=True).get_completions(
+                document, complete_event
+            )
+
+    return LQLCompleter()
+
+
 def run_interactive(session: Session, con: Console) -> None:
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.completion import WordCompleter
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.lexers import PygmentsLexer
@@ -315,7 +347,7 @@ def run_interactive(session: Session, con: Console) -> None:
     prompt: PromptSession[str] = PromptSession(
         history=FileHistory(str(path)),
         lexer=PygmentsLexer(LQLLexer),
-        completer=WordCompleter(lambda: completion_words(session), ignore_case=True, WORD=True),
+        completer=make_completer(session),
         complete_while_typing=False,
         multiline=True,
         key_bindings=kb,
