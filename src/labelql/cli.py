@@ -581,6 +581,18 @@ def _progress_bar(as_json: bool) -> Any:
     )
 
 
+def _step_progress(bar: Any) -> Any:
+    """A ``prepare`` progress callback: one bar per step (``embed clip``, ``map umap``)."""
+    tasks: dict[str, Any] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            tasks[what] = bar.add_task(what, total=total or None)
+        bar.update(tasks[what], completed=done, total=total or None)
+
+    return progress
+
+
 def _space_from_options(
     store: Store,
     space: str,
@@ -761,14 +773,7 @@ def prepare(
         replace=replace,
     )
     with open_store(db) as store, _progress_bar(as_json) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = bar.add_task(what, total=total or None)
-            bar.update(tasks[what], completed=done, total=total or None)
-
-        report = run_prepare(store, checked, options, progress=progress)
+        report = run_prepare(store, checked, options, progress=_step_progress(bar))
     if as_json:
         _print_json(report.to_json())
         return
@@ -1575,7 +1580,8 @@ def repl(policy: Path | None, script: Path | None, db: Path, as_json: bool) -> N
     interactive = script is None and sys.stdin.isatty() and not as_json
     if interactive:
         con.print(f"loading {db} ...", highlight=False)
-    session = Session(db, policy)
+    with _progress_bar(as_json) as bar:  # shows only while embeddings or maps are computed
+        session = Session(db, policy, progress=_step_progress(bar))
     if interactive:
         run_interactive(session, con)
         return

@@ -23,7 +23,7 @@ import difflib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -155,7 +155,10 @@ class Session:
         policy: str | os.PathLike[str] | None = None,
         *,
         prepare_first: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
+        """Load ``policy`` (or start empty) and the data of ``db``; ``progress`` sees the embedding and
+        mapping steps when the policy's signals are not computed yet."""
         self.db = Path(db)
         self.path = Path(policy) if policy is not None else None
         self.file = str(self.path) if self.path else "session.lql"
@@ -177,6 +180,7 @@ class Session:
         self._content: tuple[Any, ...] | None = None
         self._assign_for: str | None = None
         self._prepare_first = prepare_first
+        self.progress = progress
         self.refresh(force=True)
 
     # -- the database ----------------------------------------------------------------------------
@@ -202,7 +206,7 @@ class Session:
                 return []
             before = self.total
             if self._prepare_first:
-                prepare(store, self.policy, self.options, encoders=self.encoders)
+                prepare(store, self.policy, self.options, encoders=self.encoders, progress=self.progress)
             self._load(store)
             self._content = _content(store)
         if not force:
