@@ -134,11 +134,17 @@ def load(path: str | Path, text: str | None = None) -> Loaded:
 
 def check_file(path: str | Path, text: str | None = None) -> P.CheckedPolicy:
     """Load, parse and check a policy; raise :class:`DiagnosticError` on any error."""
+    return _checked(path, text)[1]
+
+
+def _checked(path: str | Path, text: str | None = None) -> tuple[Checker, P.CheckedPolicy]:
+    """The checker that checked the policy (it knows the policy's names), and the checked policy."""
     with no_gc():
         loaded = load(path, text)
         if any(d.severity == "error" for d in loaded.diagnostics):
             raise DiagnosticError(_capped(loaded.diagnostics), loaded.sources)
-        return Checker(loaded).check()
+        checker = Checker(loaded)
+        return checker, checker.check()
 
 
 def expect_file(path: str | Path) -> Path:
@@ -150,12 +156,8 @@ def expect_file(path: str | Path) -> Path:
 def check_with_expectations(path: str | Path) -> tuple[P.CheckedPolicy, list[P.Expectation], Path]:
     """A policy, its ``expect`` statements and those of its ``.expect.lql`` file (only ``expect``
     statements belong there), all checked against the policy."""
-    with no_gc():
-        loaded = load(path)
-        if any(d.severity == "error" for d in loaded.diagnostics):
-            raise DiagnosticError(_capped(loaded.diagnostics), loaded.sources)
-        checker = Checker(loaded)
-        policy = checker.check()
+    checker, policy = _checked(path)
+    loaded = checker.loaded
     side = expect_file(path)
     expectations = list(policy.expectations)
     if side.is_file():

@@ -949,6 +949,17 @@ def plot(policy: Path, map_name: str, color: str, output: Path, html: bool, db: 
 
 
 # -- engine --------------------------------------------------------------------------------------
+def cell(v: Any) -> str:
+    """A value in a rich table cell: '-' for null, scores to 4 places, text with its markup escaped."""
+    from rich.markup import escape
+
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return escape(str(v))
+
+
 def _pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}%"
 
@@ -1371,9 +1382,7 @@ def slice_cmd(policy: Path, name: str, show: int, export_path: Path | None, db: 
         for col in table.column_names:
             t.add_column(col)
         for row in table.slice(0, show).to_pylist():
-            t.add_row(
-                *["-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()]
-            )
+            t.add_row(*[cell(v) for v in row.values()])
         _console().print(t)
     if export_path:
         click.echo(f"wrote {export_path} ({table.num_rows:,} rows)")

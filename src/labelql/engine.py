@@ -399,14 +399,7 @@ def slice_rows(store: Store, policy: P.CheckedPolicy, name: str) -> Any:
     plan = build_plan(policy)
     materialize(store, plan)
     sl = next(s for s in policy.slices if s.name == name)
-    shown: dict[str, str] = {}
-    for node in P.walk_through_lets(sl.condition, {x.name: x.expr for x in policy.lets}):
-        try:
-            key = plan.key_of(node)
-        except TypeError:
-            continue
-        if key[0] in ("score", "cluster", "meta"):
-            shown.setdefault(plan.by_source[key], P.text_of(node))
+    shown = plan.inputs_read(sl.condition)
     keys = render(slice_select(plan, "_features", name))
     cols = "".join(f", f.{c} AS {c}" for c in shown)
     table = fetch_arrow(

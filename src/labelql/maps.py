@@ -367,16 +367,10 @@ def place_by_neighbours(
     """New rows' map positions: the fuzzy-weighted mean position of their nearest fitted rows."""
     base = store.cache_dir() / reference
     keys = np.load(str(base) + ".keys.npy", allow_pickle=False)
-    fitted = fetch_arrow(
-        store.con,
-        "SELECT key, x, y FROM map_coords WHERE map_id = ? AND placed_by = 'fit' ORDER BY key",
-        [map_id],
-    )
-    xy = np.column_stack([fitted.column(c).to_numpy(zero_copy_only=False) for c in ("x", "y")]).astype(
-        np.float64
-    )
-    if not np.array_equal(np.asarray(fitted.column("key").to_pylist(), dtype=str), keys):
-        where = dict(zip(fitted.column("key").to_pylist(), xy, strict=True))
+    fitted_keys, fitted_xy = map_coords(store, map_id, "fit")
+    xy = fitted_xy.astype(np.float64)
+    if not np.array_equal(np.asarray(fitted_keys, dtype=str), keys):
+        where = dict(zip(fitted_keys, xy, strict=True))
         xy = np.asarray([where[k] for k in keys.tolist()], dtype=np.float64)
     idx, dist = _neighbours(base, len(keys), metric, vectors)
     w = fuzzy_weights(dist)
@@ -398,11 +392,15 @@ def _insert(store: Store, map_id: int, keys: list[str], coords: np.ndarray[Any, 
         store.con.unregister("_coords_in")
 
 
-def map_coords(store: Store, map_id: int) -> tuple[list[str], np.ndarray[Any, Any]]:
-    """Keys and (x, y) of a map, in key order."""
-    rows = store.con.execute(
-        "SELECT key, x, y FROM map_coords WHERE map_id = ? ORDER BY key", [map_id]
-    ).fetchall()
-    keys = [r[0] for r in rows]
-    xy = np.asarray([(r[1], r[2]) for r in rows], dtype=np.float32).reshape(len(rows), 2)
-    return keys, xy
+def map_coords(
+    store: Store, map_id: int, placed_by: str | None = None
+) -> tuple[list[str], np.ndarray[Any, Any]]:
+    """Keys and (x, y) of a map, in key order (with ``placed_by``, only the rows placed that way)."""
+    only = " AND placed_by = ?" if placed_by else ""
+    arrow = fetch_arrow(
+        store.con,
+        f"SELECT key, x, y FROM map_coords WHERE map_id = ?{only} ORDER BY key",
+        [map_id, placed_by] if placed_by else [map_id],
+    )
+    xy = np.column_stack([arrow.column(c).to_numpy(zero_copy_only=False) for c in ("x", "y")])
+    return arrow.column("key").to_pylist(), np.asarray(xy, dtype=np.float32).reshape(arrow.num_rows, 2)

@@ -47,6 +47,20 @@ class Plan:
             return (node.name, "")
         raise TypeError(f"{type(node).__name__} is not an input column")
 
+    def inputs_read(self, condition: P.TExpr) -> dict[str, str]:
+        """The scores, cluster names and metadata ``condition`` reads, through the lets it uses:
+        column name -> the input as the policy writes it (``text("photo of a cat")``), in reading order."""
+        lets = {x.name: x.expr for x in self.policy.lets}
+        out: dict[str, str] = {}
+        for node in P.walk_through_lets(condition, lets):
+            try:
+                key = self.key_of(node)
+            except TypeError:
+                continue
+            if key[0] in ("score", "cluster", "meta"):
+                out.setdefault(self.by_source[key], P.text_of(node))
+        return out
+
     def to_json(self) -> dict[str, Any]:
         p = self.policy
         return {

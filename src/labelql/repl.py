@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from labelql.cli import _ci, _pct, print_why, routes_table, rules_table
+from labelql.cli import _ci, _pct, cell, print_why, routes_table, rules_table
 from labelql.diagnostics import LabelQLError
 from labelql.session import CONT, Answer, Session, incomplete, split_inputs
 
@@ -102,7 +102,7 @@ def show(a: Answer, con: Console) -> None:
         for c in d["columns"]:
             t.add_column(escape(c))
         for row in d["rows"]:
-            t.add_row(*[_cell(v) for v in row])
+            t.add_row(*[cell(v) for v in row])
         con.print(t)
     elif a.kind == "sweep":
         _show_sweep(d, con)
@@ -132,14 +132,6 @@ def show(a: Answer, con: Console) -> None:
         con.print(t)
     elif a.kind != "none":
         raise TypeError(f"no view for answer kind {a.kind!r}")
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return escape(str(v))
 
 
 def _show_measure(d: dict[str, Any], con: Console) -> None:

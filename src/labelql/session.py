@@ -173,8 +173,7 @@ class Session:
         self.total = 0
         self.gold_rows = 0
         self.meta_fields: list[str] = []
-        self.pending: P.RuleDef | None = None
-        self.pending_text: str | None = None
+        self.pending_text: str | None = None  # the last rule typed: what :add keeps
         self.last: _Query | None = None
         self._stat: tuple[int, ...] | None = None
         self._content: tuple[Any, ...] | None = None
@@ -224,15 +223,11 @@ class Session:
         q = features_select(plan, self.cluster_runs)
         sql = f"SELECT f.*, g.gold FROM ({render(q)}) f LEFT JOIN ({GOLD_VIEW}) g ON f.key = g.key"
         arrow = fetch_arrow(store.con, sql)
-        gold = fetch_arrow(store.con, "SELECT key, label, source FROM gold")
         self.mem.register("_in", arrow)
-        self.mem.register("_gold_in", gold)
         try:
             self.mem.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM _in")
-            self.mem.execute("CREATE OR REPLACE TABLE gold AS SELECT * FROM _gold_in")
         finally:
             self.mem.unregister("_in")
-            self.mem.unregister("_gold_in")
         self.total = arrow.num_rows
         self.meta_fields = sorted(
             r[0]
@@ -443,7 +438,7 @@ class Session:
             f"SELECT cur_route, cur_label, route, label, coalesce(reason LIKE 'conflict%', false), "
             f"coalesce(cur_reason LIKE 'conflict%', false), gold, {col}, count(*) FROM ({sql}) GROUP BY ALL"
         ).fetchall()
-        self.pending, self.pending_text = rule, text.strip()
+        self.pending_text = text.strip()
         self.last = _Query(text.strip(), rule.condition, pol)
         return Answer("rule", _what_if_report(rule, rows, self.total))
 
@@ -499,7 +494,7 @@ class Session:
         self._assign()
         after = route_table(_Mem(self.mem), ASSIGN, gold_in_table=True)
         rule = self.policy.rules[-1]
-        self.pending = self.pending_text = None
+        self.pending_text = None
         return Answer(
             "added", {"rule": len(self.policy.rules), "name": rule.name, "before": before, "routes": after}
         )
@@ -551,18 +546,9 @@ class Session:
             raise LabelQLError("nothing to sample yet", hint="type a condition first")
         n = int(arg) if arg.isdigit() else 10
         plan = self._ensure(self.last.policy)
-        to_sql = SqlExpr(plan)
-        shown: dict[str, str] = {}
-        lets = {x.name: x.expr for x in self.last.policy.lets}
-        for node in P.walk_through_lets(self.last.condition, lets):
-            try:
-                key = plan.key_of(node)
-            except TypeError:
-                continue
-            if key[0] in ("score", "cluster", "meta"):
-                shown.setdefault(text_of(node), plan.by_source[key])
-        where = render(_coalesce(to_sql(self.last.condition)))
-        cols = ", ".join(["key", *shown.values(), "gold", "cur_label", "cur_route"])
+        shown = plan.inputs_read(self.last.condition)
+        where = render(_coalesce(SqlExpr(plan)(self.last.condition)))
+        cols = ", ".join(["key", *shown, "gold", "cur_label", "cur_route"])
         rows = self.mem.execute(
             f"SELECT {cols} FROM {TABLE} WHERE {where} ORDER BY hash(key), key LIMIT {int(n)}"
         ).fetchall()
@@ -571,7 +557,7 @@ class Session:
             uris = dict(
                 store.con.execute("SELECT key, uri FROM rows WHERE list_contains(?, key)", [keys]).fetchall()
             )
-        header = ["key", "path", *shown, "gold", "label now", "route now"]
+        header = ["key", "path", *shown.values(), "gold", "label now", "route now"]
         body = [[r[0], uris.get(r[0]), *r[1:]] for r in rows]
         return Answer("sample", {"query": self.last.text, "columns": header, "rows": body})
 
@@ -708,7 +694,7 @@ class Session:
         text = read_source(path)
         policy = check_file(path, text)
         self.path, self.file, self.original, self.text, self.policy = path, str(path), text, text, policy
-        self.pending = self.pending_text = None
+        self.pending_text = None
         self.refresh(force=True)
         return Answer("loaded", {"path": str(path), "rules": len(policy.rules)})
 
@@ -806,7 +792,8 @@ def _coalesce(e: Any) -> Any:
 
 
 def _gold_labels(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT DISTINCT label FROM gold").fetchall()}
+    """The gold labels the session's rows carry (each row's gold after audit > import > ingest)."""
+    return {r[0] for r in con.execute(f"SELECT DISTINCT gold FROM {TABLE} WHERE gold IS NOT NULL").fetchall()}
 
 
 def _defined_name(text: str) -> str | None:
